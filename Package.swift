@@ -1,0 +1,80 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+/// cfsign: the signing tier for private CloudFront links.
+///
+/// Modules, bottom to top (each one job; a reader finds a behaviour from the folder name):
+/// - `CCFSignOpenSSL`, `CCFSignHiredis`: system-library shims, nothing else.
+/// - `CFSignCore`: the wire protocol without I/O (jobs, policies, URL/cookie assembly, key-group model).
+/// - `CFSignCrypto`: private/public keys, signatures, loaded key groups (OpenSSL libcrypto).
+/// - `CFSignRedis`: a small, generic, blocking Redis client over hiredis; knows nothing of cfsign.
+/// - `CFSignWorker`: the queue worker.
+/// - `CFSignClient`: the producer library a web app links.
+/// - `cfsign`: the executable; it only wires the above together.
+let package = Package(
+    name: "cfsign",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cfsign", targets: ["cfsign"]),
+        .library(name: "CFSignClient", targets: ["CFSignClient"]),
+        .library(name: "CFSignCore", targets: ["CFSignCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CCFSignOpenSSL",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .systemLibrary(
+            name: "CCFSignHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
+        .target(name: "CFSignCore"),
+        .target(
+            name: "CFSignCrypto",
+            dependencies: ["CFSignCore", "CCFSignOpenSSL"]
+        ),
+        .target(
+            name: "CFSignRedis",
+            dependencies: ["CCFSignHiredis"]
+        ),
+        .target(
+            name: "CFSignWorker",
+            dependencies: [
+                "CFSignCore", "CFSignCrypto", "CFSignRedis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
+            name: "CFSignClient",
+            dependencies: ["CFSignCore", "CFSignRedis"]
+        ),
+        .executableTarget(
+            name: "cfsign",
+            dependencies: [
+                "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(name: "CFSignCoreTests", dependencies: ["CFSignCore"]),
+        .testTarget(name: "CFSignCryptoTests", dependencies: ["CFSignCore", "CFSignCrypto"]),
+        .testTarget(
+            name: "CFSignRedisTests",
+            dependencies: ["CFSignRedis"]
+        ),
+        .testTarget(
+            name: "CFSignWorkerTests",
+            dependencies: ["CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,225 @@
+/// When a link stops working: at a fixed time, or a duration after the worker signs it.
+public enum Expiry: Sendable, Hashable {
+    case at(Int64)
+    case after(seconds: Int64)
+}
+
+/// What a job asks for: a signed URL, or the signed-cookie set for the same policy.
+public enum OutputKind: String, Sendable, Hashable {
+    case url
+    case cookies
+}
+
+/// CloudFront public key ids (`Key-Pair-Id`): 1–128 printable ASCII characters other than
+/// space, `&`, `=`, `;`, `"` and `\`, so an id can never break the URL, a cookie or JSON.
+public enum KeyID {
+    public static func isValid(_ id: String) -> Bool {
+        let n = id.utf8.count
+        guard n >= 1, n <= 128 else { return false }
+        return id.utf8.allSatisfy { b in
+            b > 0x20 && b < 0x7F && b != UInt8(ascii: "&") && b != UInt8(ascii: "=") && b != UInt8(ascii: ";")
+                && b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\")
+        }
+    }
+
+    public static let rule = "1-128 printable ASCII characters other than space, '&', '=', ';', '\"' and '\\'"
+}
+
+/// A signing request whose fields have each been checked (everything but time, which needs a clock).
+///
+/// Built from a job's JSON by `JobParser`, or from `cfsign sign`'s flags; both paths share these checks,
+/// so they give the same codes and messages.
+public struct SigningRequest: Sendable, Hashable {
+    public let url: String
+    public let expiry: Expiry
+    public let startsAt: Int64?
+    public let ip: IPv4Range?
+    public let resource: String?
+    public let output: OutputKind
+    /// nil: the signer's configured default.
+    public let hash: HashAlgorithm?
+    /// nil: the key group's active key.
+    public let keyID: String?
+
+    public init(
+        url: String, expiry: Expiry, startsAt: Int64? = nil, ip: IPv4Range? = nil, resource: String? = nil,
+        output: OutputKind = .url, hash: HashAlgorithm? = nil, keyID: String? = nil
+    ) throws(SigningError) {
+        try URLRules.validateURL(url)
+        switch expiry {
+        case .at(let t) where t <= 0:
+            throw SigningError(.invalidExpiry, "expires_at \(t) is not a time in epoch seconds")
+        case .after(let s) where s <= 0:
+            throw SigningError(.invalidExpiry, "expires_in \(s) must be a positive number of seconds")
+        default: break
+        }
+        if let startsAt, startsAt < 0 {
+            throw SigningError(.invalidExpiry, "starts_at \(startsAt) is not a time in epoch seconds")
+        }
+        if let resource { try URLRules.validateResource(resource, url: url) }
+        if let keyID, !KeyID.isValid(keyID) {
+            throw SigningError(.unknownKey, "key_id is not a valid key id (\(KeyID.rule))")
+        }
+        self.url = url
+        self.expiry = expiry
+        self.startsAt = startsAt
+        self.ip = ip
+        self.resource = resource
+        self.output = output
+        self.hash = hash
+        self.keyID = keyID
+    }
+
+    /// Canned when there is nothing but an expiry; custom otherwise.
+    public var isCanned: Bool { startsAt == nil && ip == nil && resource == nil }
+}
+
+/// A job that can be answered: its `id`, where to answer, and what it asks for.
+public struct Job: Sendable {
+    public let id: String
+    public let replyTo: String
+    public let request: SigningRequest
+}
+
+/// What reading a job's bytes gives.
+public enum JobIntake: Sendable {
+    /// A valid job, to be signed.
+    case job(Job)
+    /// A job that names where to answer but cannot be signed: answer with the error.
+    case refused(id: String, replyTo: String, error: SigningError)
+    /// A job whose `id` or `reply_to` cannot be used: it goes to `{NS}:dead`.
+    case dead(SigningError)
+}
+
+/// Reads a job's raw bytes into a `JobIntake` (PROTOCOL.md, "Job"). Never throws, never traps.
+public enum JobParser {
+    /// Jobs larger than this are not parsed at all.
+    public static let maximumSize = 64 * 1024
+    public static let maximumIDLength = 200
+
+    public static func parse(_ bytes: some Collection<UInt8>, namespace: Namespace) -> JobIntake {
+        if bytes.count > maximumSize {
+            return .dead(SigningError(.invalidJob, "job is \(bytes.count) bytes; at most \(maximumSize) are read"))
+        }
+        let value: JSONValue
+        do {
+            value = try JSONReader.parse(bytes)
+        } catch {
+            return .dead(SigningError(.invalidJob, "job is \(error)"))
+        }
+        guard case .object(let members) = value else {
+            return .dead(SigningError(.invalidJob, "job is \(value.typeName), not a JSON object"))
+        }
+        var fields = Fields(members: members)
+        // Without a readable id and reply_to nobody can be answered.
+        let id: String
+        let replyTo: String
+        do throws(SigningError) {
+            if let d = fields.duplicate, d == "id" || d == "reply_to" {
+                throw SigningError(.invalidJob, "field \"\(d)\" appears more than once")
+            }
+            guard let i = try fields.string("id") else { throw SigningError(.missingField, "job has no \"id\"") }
+            guard !i.isEmpty, i.utf8.count <= maximumIDLength else {
+                throw SigningError(.invalidJob, "id must be 1-\(maximumIDLength) bytes; it is \(i.utf8.count)")
+            }
+            guard let r = try fields.string("reply_to") else { throw SigningError(.missingField, "job has no \"reply_to\"") }
+            guard r.hasPrefix(namespace.replyPrefix), r.utf8.count > namespace.replyPrefix.utf8.count else {
+                throw SigningError(.invalidJob, "reply_to must start with \"\(namespace.replyPrefix)\" and name a list after it; a worker never writes anywhere else")
+            }
+            id = i
+            replyTo = r
+        } catch {
+            return .dead(error)
+        }
+        do throws(SigningError) {
+            return .job(Job(id: id, replyTo: replyTo, request: try request(from: &fields)))
+        } catch {
+            return .refused(id: id, replyTo: replyTo, error: error)
+        }
+    }
+
+    private static func request(from fields: inout Fields) throws(SigningError) -> SigningRequest {
+        if let duplicate = fields.duplicate {
+            throw SigningError(.invalidJob, "field \"\(duplicate)\" appears more than once")
+        }
+        guard let url = try fields.string("url") else {
+            throw SigningError(.missingField, "job has no \"url\"; give the absolute URL of the object to sign")
+        }
+        let expiresAt = try fields.integer("expires_at")
+        let expiresIn = try fields.integer("expires_in")
+        let startsAt = try fields.integer("starts_at")
+        let ipText = try fields.string("ip")
+        let resource = try fields.string("resource")
+        let keyID = try fields.string("key_id")
+        let outputText = try fields.string("output")
+        let hashText = try fields.string("hash")
+
+        let output: OutputKind
+        switch outputText {
+        case nil: output = .url
+        case let text?:
+            guard let o = OutputKind(rawValue: text) else {
+                throw SigningError(.invalidJob, "output must be \"url\" or \"cookies\", not \"\(text)\"")
+            }
+            output = o
+        }
+        let expiry: Expiry
+        switch (expiresAt, expiresIn) {
+        case (nil, nil):
+            throw SigningError(.invalidExpiry, "job has neither expires_at nor expires_in; give exactly one")
+        case (_?, _?):
+            throw SigningError(.invalidExpiry, "job has both expires_at and expires_in; give exactly one")
+        case (let at?, nil): expiry = .at(at)
+        case (nil, let seconds?): expiry = .after(seconds: seconds)
+        }
+        var hash: HashAlgorithm? = nil
+        if let hashText {
+            guard let h = HashAlgorithm(wireName: hashText) else {
+                throw SigningError(.unsupportedHash, "hash \"\(hashText)\" is not supported; use \"SHA1\" or \"SHA256\" (exact case)")
+            }
+            hash = h
+        }
+        // URL problems come before the IP's, so the most basic mistake is reported first.
+        try URLRules.validateURL(url)
+        let ip = try ipText.map { (text) throws(SigningError) in try IPv4Range(parsing: text) }
+        return try SigningRequest(
+            url: url, expiry: expiry, startsAt: startsAt, ip: ip, resource: resource,
+            output: output, hash: hash, keyID: keyID)
+    }
+
+    /// Typed access to a job's members: a wrong type is `invalid_job`; `null` counts as absent.
+    private struct Fields {
+        var members: [(String, JSONValue)]
+        var duplicate: String?
+
+        init(members: [(String, JSONValue)]) {
+            self.members = members
+            var seen = Set<String>()
+            for (name, _) in members where !seen.insert(name).inserted {
+                duplicate = name
+                break
+            }
+        }
+
+        func value(_ name: String) -> JSONValue? {
+            for (n, v) in members where n == name { return v }
+            return nil
+        }
+
+        func string(_ name: String) throws(SigningError) -> String? {
+            switch value(name) {
+            case nil, .null?: return nil
+            case .string(let s)?: return s
+            case let other?: throw SigningError(.invalidJob, "\(name) must be a string, not \(other.typeName)")
+            }
+        }
+
+        func integer(_ name: String) throws(SigningError) -> Int64? {
+            switch value(name) {
+            case nil, .null?: return nil
+            case .integer(let n)?: return n
+            case let other?: throw SigningError(.invalidJob, "\(name) must be an integer number of seconds, not \(other.typeName)")
+            }
+        }
+    }
+}

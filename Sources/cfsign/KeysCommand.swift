@@ -1,0 +1,102 @@
+import ArgumentParser
+import CFSignCore
+import CFSignCrypto
+import Foundation
+
+struct Keys: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage signing keys.",
+        subcommands: [Generate.self]
+    )
+
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a new CloudFront signing key pair: the private key (mode 0600) and the public key to upload.",
+            discussion: """
+                Writes DIR/NAME.pem (private, PKCS#8, mode 0600) and DIR/NAME.pub.pem (public, to upload to
+                CloudFront). Existing files are never overwritten. Prints the two paths on stdout.
+                """
+        )
+
+        enum KeyKind: String, ExpressibleByArgument, CaseIterable {
+            case rsa, ec
+        }
+
+        @Option(help: "rsa (RSA-2048) or ec (EC P-256; smaller and faster signatures).")
+        var type: KeyKind
+
+        @Option(help: ArgumentHelp("Folder to write the key files into (made if missing).", valueName: "dir"))
+        var out: String
+
+        @Option(help: ArgumentHelp("File name stem; default cfsign-<type>-<date>.", valueName: "name"))
+        var name: String?
+
+        func validate() throws {
+            if let name, name.isEmpty || name.contains("/") || name.hasPrefix(".") {
+                throw ValidationError("--name must be a plain file name without '/' and not starting with '.'")
+            }
+        }
+
+        func run() throws {
+            let stem = name ?? "cfsign-\(type.rawValue)-\(Timestamps.iso8601(Clock.now()).prefix(10))"
+            let privatePath = (out as NSString).appendingPathComponent(stem + ".pem")
+            let publicPath = (out as NSString).appendingPathComponent(stem + ".pub.pem")
+            do {
+                try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw Terminal.fail(nil, "cannot make folder \(out): \(error.localizedDescription)")
+            }
+            for path in [privatePath, publicPath] where FileManager.default.fileExists(atPath: path) {
+                throw Terminal.fail(nil, "\(path) exists; cfsign never overwrites a key file (choose another --name or --out)")
+            }
+            let key: PrivateKey
+            do { key = try PrivateKey.generate(type == .rsa ? .rsa2048 : .ecP256) } catch {
+                throw Terminal.fail(nil, error.description)
+            }
+            var pem = key.privateKeyPEM()
+            defer { for i in pem.indices { pem[i] = 0 } }
+            do {
+                try writeNew(privatePath, pem, mode: 0o600)
+                try writeNew(publicPath, Array(key.publicKeyPEM.utf8), mode: 0o644)
+            } catch {
+                try? FileManager.default.removeItem(atPath: privatePath)
+                throw Terminal.fail(nil, "\(error)")
+            }
+            Terminal.result(privatePath)
+            Terminal.result(publicPath)
+            Terminal.info("""
+                Made a \(key.type.rawValue) key pair.
+                Next:
+                  1. In the CloudFront console (Key management > Public keys), create a public key from
+                     \(publicPath); note its ID (e.g. K2JCJMDEHXQW5F).
+                  2. Add that public key to a key group, and set the key group as a trusted key group of the
+                     distribution's behaviour (Restrict viewer access).
+                  3. Sign a first link:
+                     cfsign sign https://YOUR-DISTRIBUTION.cloudfront.net/path --key-id ID --private-key \(privatePath) --expires-in 1h
+                Keep \(privatePath) secret (mode 0600); never commit it.
+                """)
+        }
+
+        /// Creates the file exclusively (O_EXCL) with its final mode, so no one reads a partial key.
+        func writeNew(_ path: String, _ bytes: [UInt8], mode: mode_t) throws {
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+            guard fd >= 0 else { throw WriteError(path: path, reason: String(cString: strerror(errno))) }
+            defer { close(fd) }
+            _ = fchmod(fd, mode)
+            var offset = 0
+            while offset < bytes.count {
+                let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+                if n < 0, errno == EINTR { continue }
+                guard n > 0 else { throw WriteError(path: path, reason: String(cString: strerror(errno))) }
+                offset += n
+            }
+            guard fsync(fd) == 0 else { throw WriteError(path: path, reason: String(cString: strerror(errno))) }
+        }
+
+        struct WriteError: Error, CustomStringConvertible {
+            let path: String
+            let reason: String
+            var description: String { "cannot write \(path): \(reason)" }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+import ArgumentParser
+import CFSignCore
+import CFSignCrypto
+import Foundation
+
+/// The signing key flags shared by the local signing commands.
+struct LocalKeyOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("CloudFront public key id: the Key-Pair-Id in the link.", valueName: "id"))
+    var keyId: String
+
+    @Option(help: ArgumentHelp("Private key file: RSA-2048 or EC P-256, PEM (PKCS#1, SEC1 or PKCS#8).", valueName: "file"))
+    var privateKey: String
+
+    @Option(help: ArgumentHelp("Refuse links that live longer than this (\(Durations.help)); no limit by default.", valueName: "duration"))
+    var maxLifetime: DurationArgument?
+
+    /// The key, or exit 1 naming the file and the reason.
+    func loadKey() throws -> PrivateKey {
+        guard KeyID.isValid(keyId) else {
+            throw Terminal.fail(.unknownKey, "--key-id \"\(keyId)\" is not a valid key id (\(KeyID.rule))")
+        }
+        do {
+            return try PrivateKey.load(file: privateKey)
+        } catch {
+            throw Terminal.fail(.noSigningKey, error.description)
+        }
+    }
+
+    /// Limits with the digests this OpenSSL build signs with.
+    func limits(defaultHash: HashAlgorithm = .sha1) -> SigningLimits {
+        SigningLimits(maximumLifetime: maxLifetime?.seconds, defaultHash: defaultHash, supportedHashes: DigestSupport.signable)
+    }
+}
+
+struct Sign: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sign one CloudFront URL or cookie set locally, like `aws cloudfront sign` (no Redis).",
+        discussion: """
+            A canned policy is used unless --starts-at, --ip or --resource asks for a custom one.
+            Plain output is the signed URL, or one Name=value line per cookie; --json prints the reply
+            object a worker would push. Bad input exits 1 with the contract's error code on stderr.
+
+            Example:
+              cfsign sign https://d111111abcdef8.cloudfront.net/invoices/42.pdf \\
+                --key-id K2JCJMDEHXQW5F --private-key keys/K2JCJMDEHXQW5F.pem --expires-in 30d
+            """
+    )
+
+    @OptionGroup var policy: PolicyOptions
+    @OptionGroup var key: LocalKeyOptions
+
+    func run() throws {
+        let privateKey = try key.loadKey()
+        let signer = LinkSigner(limits: key.limits())
+        do {
+            let request = try policy.request(keyID: nil)
+            let link = try signer.sign(request, key: privateKey, keyID: key.keyId, now: Clock.now())
+            if policy.json {
+                Terminal.result(String(decoding: ReplyEncoder.success(id: "local", link: link), as: UTF8.self))
+            } else {
+                Terminal.result(link.plainText)
+            }
+        } catch {
+            throw Terminal.fail(error)
+        }
+    }
+}
+
+struct SignBatch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sign-batch",
+        abstract: "Sign contract jobs from stdin (one JSON object per line) locally; print one reply per line.",
+        discussion: """
+            Each line is a job as PROTOCOL.md describes it (id, reply_to, url, expires_at|expires_in, ...).
+            The reply a worker would push is printed for each, in order; a job a worker would send to the
+            dead list prints its dead entry. A job's key_id must be --key-id. Exit 0 once all are read.
+            """
+    )
+
+    @OptionGroup var key: LocalKeyOptions
+
+    @Option(help: ArgumentHelp("Namespace whose reply prefix jobs' reply_to must use.", valueName: "ns"))
+    var namespace: String = "cfsign"
+
+    @Option(help: ArgumentHelp("Digest for jobs that name none.", valueName: "SHA1|SHA256"))
+    var defaultHash: HashAlgorithm = .sha1
+
+    func run() throws {
+        let privateKey = try key.loadKey()
+        let ns: Namespace
+        do { ns = try Namespace(namespace) } catch { throw ValidationError(error.description) }
+        let signer = LinkSigner(limits: key.limits(defaultHash: defaultHash))
+        var out = [UInt8]()
+        while let line = readLine(strippingNewline: true) {
+            if line.isEmpty { continue }
+            let reply: [UInt8]
+            switch JobParser.parse(Array(line.utf8), namespace: ns) {
+            case .dead(let error):
+                reply = ReplyEncoder.dead(error: error, job: Array(line.utf8), worker: "sign-batch", atMilliseconds: Clock.nowMilliseconds())
+            case .refused(let id, _, let error):
+                reply = ReplyEncoder.failure(id: id, error: error)
+            case .job(let job):
+                if let requested = job.request.keyID, requested != key.keyId {
+                    reply = ReplyEncoder.failure(id: job.id, error: SigningError(.unknownKey, "key_id \"\(requested)\" is not the key given with --key-id"))
+                } else {
+                    do {
+                        let link = try signer.sign(job.request, key: privateKey, keyID: key.keyId, now: Clock.now())
+                        reply = ReplyEncoder.success(id: job.id, link: link)
+                    } catch {
+                        reply = ReplyEncoder.failure(id: job.id, error: error)
+                    }
+                }
+            }
+            out.append(contentsOf: reply)
+            out.append(0x0A)
+            if out.count > 1 << 16 { FileHandle.standardOutput.write(Data(out)); out.removeAll(keepingCapacity: true) }
+        }
+        FileHandle.standardOutput.write(Data(out))
+    }
+}
+
+enum Clock {
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
+    static func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}
