@@ -1,0 +1,164 @@
+import CFSignCore
+import CFSignCrypto
+import CFSignRedis
+import Foundation
+import Logging
+
+/// The fetch thread: take a batch into this worker's in-flight list, sign it on the Dispatch pool,
+/// answer it in one pipelined round trip, repeat. One batch at a time: bounded memory and natural
+/// back-pressure; a stopping worker finishes and answers what it holds before it leaves.
+final class FetchLoop {
+    private let configuration: WorkerConfiguration
+    private let state: WorkerState
+    private let processor: JobProcessor
+    private let logger: Logger
+    private let keeper: ConnectionKeeper
+    private let jobsKey: [UInt8]
+    private let inflightKey: [UInt8]
+    private let deadKey: [UInt8]
+    private let errorLog: ErrorLog
+
+    init(configuration: WorkerConfiguration, state: WorkerState, logger: Logger) {
+        self.configuration = configuration
+        self.state = state
+        self.logger = logger
+        let ns = configuration.namespace
+        self.processor = JobProcessor(
+            namespace: ns,
+            signer: LinkSigner(limits: SigningLimits(maximumLifetime: configuration.maximumLifetime, defaultHash: configuration.defaultHash, supportedHashes: DigestSupport.signable)),
+            workerID: configuration.workerID,
+            concurrency: configuration.concurrency)
+        self.keeper = ConnectionKeeper(role: "fetch", configuration: configuration, state: state, logger: logger)
+        self.jobsKey = Array(ns.jobs.utf8)
+        self.inflightKey = Array(ns.inflight(worker: configuration.workerID).utf8)
+        self.deadKey = Array(ns.dead.utf8)
+        self.errorLog = ErrorLog(logger: logger)
+    }
+
+    func run() {
+        var pending: [Outcome] = []
+        var deliveryAttempts = 0
+        while true {
+            if pending.isEmpty && !state.isRunning { break }
+            guard let connection = keeper.connection(giveUp: { pending.isEmpty && !state.isRunning }) else { break }
+            state.connected.store(true, ordering: .relaxed)
+            do throws(RedisError) {
+                if pending.isEmpty {
+                    let batch = try take(connection)
+                    if batch.isEmpty { continue }
+                    pending = processor.process(batch: batch, group: state.keyGroup)
+                    deliveryAttempts = 0
+                }
+                deliveryAttempts += 1
+                pending = try deliver(pending, connection, attempt: deliveryAttempts)
+            } catch {
+                state.connected.store(false, ordering: .relaxed)
+                keeper.failed(error, doing: pending.isEmpty ? "taking jobs" : "answering jobs")
+            }
+        }
+        keeper.close()
+    }
+
+    /// Up to `batch_size` jobs, moved atomically into the in-flight list; blocks a few seconds at most.
+    private func take(_ connection: RedisConnection) throws(RedisError) -> [[UInt8]] {
+        let n = Array(String(configuration.batchSize).utf8)
+        var items = try takeScript(connection, n)
+        if !items.isEmpty { return items }
+        let reply = try connection.command(bytes: [Array("BLMOVE".utf8), jobsKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8), Array(String(configuration.blockTimeout).utf8)])
+        if let e = reply.errorMessage { keeper.serverError(e, doing: "BLMOVE"); return [] }
+        guard let first = reply.bytes else { return [] }
+        items = [first]
+        if configuration.batchSize > 1 {
+            items += try takeScript(connection, Array(String(configuration.batchSize - 1).utf8))
+        }
+        return items
+    }
+
+    private func takeScript(_ connection: RedisConnection, _ n: [UInt8]) throws(RedisError) -> [[UInt8]] {
+        let reply = try connection.evaluate(Scripts.take, keys: [jobsKey, inflightKey], arguments: [n])
+        if let e = reply.errorMessage { keeper.serverError(e, doing: "taking jobs"); return [] }
+        return reply.array?.compactMap(\.bytes) ?? []
+    }
+
+    /// Answers a batch in one round trip; returns the outcomes that must be tried again.
+    private func deliver(_ outcomes: [Outcome], _ connection: RedisConnection, attempt: Int) throws(RedisError) -> [Outcome] {
+        let ttl = Array(String(configuration.replyTTL).utf8)
+        let maxDead = Array(String(configuration.deadListLength).utf8)
+        var calls: [RedisScriptCall] = []
+        calls.reserveCapacity(outcomes.count)
+        for o in outcomes {
+            switch o.kind {
+            case .reply(let replyTo, let payload):
+                calls.append(RedisScriptCall(script: Scripts.reply, keys: [inflightKey, Array(replyTo.utf8)], arguments: [o.raw, payload, ttl]))
+            case .dead(let entry):
+                calls.append(RedisScriptCall(script: Scripts.dead, keys: [inflightKey, deadKey], arguments: [o.raw, entry, maxDead]))
+            }
+        }
+        let replies = try connection.evaluate(calls)
+        var failed: [Outcome] = []
+        var redirected: [Outcome] = []
+        for (o, r) in zip(outcomes, replies) {
+            if let e = r.errorMessage {
+                failed.append(o)
+                state.noteError("answering a job: \(e)")
+                continue
+            }
+            switch r.integer {
+            case 1: count(o)
+            case -2: redirected.append(deadInstead(o))
+            default: break  // 0: no longer ours (requeued while we stalled); whoever holds it answers.
+            }
+        }
+        if !failed.isEmpty {
+            if attempt >= 10 {
+                logger.error("giving up answering jobs after 10 attempts; they stay in this worker's in-flight list and are requeued when it stops", metadata: ["jobs": "\(failed.count)", "error": "\(state.lastErrorText ?? "")"])
+                return redirected
+            }
+            keeper.serverError(state.lastErrorText ?? "error reply", doing: "answering jobs")
+        }
+        return failed + redirected
+    }
+
+    private func count(_ o: Outcome) {
+        switch (o.kind, o.error) {
+        case (.dead, let code):
+            state.dead.add(1, ordering: .relaxed)
+            errorLog.dead(code ?? .invalidJob)
+        case (.reply, nil):
+            state.jobs.add(1, ordering: .relaxed)
+        case (.reply, let code?):
+            state.errors.add(1, ordering: .relaxed)
+            errorLog.refused(code)
+        }
+    }
+
+    /// A job whose `reply_to` holds something other than a list cannot be answered there.
+    private func deadInstead(_ o: Outcome) -> Outcome {
+        let error = SigningError(.invalidJob, "reply_to names a key that is not a list; the reply could not be pushed")
+        let entry = ReplyEncoder.dead(error: error, job: o.raw, worker: configuration.workerID, atMilliseconds: JobProcessor.milliseconds())
+        return Outcome(raw: o.raw, kind: .dead(entry: entry), error: .invalidJob)
+    }
+}
+
+/// Logs refused jobs by class: the first of each code at once, then at most one summary a minute.
+final class ErrorLog {
+    private let logger: Logger
+    private var counts: [String: Int] = [:]
+    private var lastLog: [String: Date] = [:]
+
+    init(logger: Logger) { self.logger = logger }
+
+    func refused(_ code: ErrorCode) { note("refused", code) }
+    func dead(_ code: ErrorCode) { note("dead", code) }
+
+    private func note(_ kind: String, _ code: ErrorCode) {
+        let key = kind + ":" + code.rawValue
+        counts[key, default: 0] += 1
+        let now = Date()
+        if let last = lastLog[key], now.timeIntervalSince(last) < 60 { return }
+        let message: Logger.Message = kind == "dead" ? "jobs sent to the dead list" : "jobs answered with an error"
+        logger.log(level: kind == "dead" ? .warning : .info, message, metadata: ["code": "\(code.rawValue)", "count": "\(counts[key]!)"])
+        counts[key] = 0
+        lastLog[key] = now
+    }
+}

@@ -1,0 +1,145 @@
+import CFSignCore
+import CFSignRedis
+import Dispatch
+import Foundation
+import Logging
+
+/// The heartbeat thread: writes `{NS}:worker:<id>` with a TTL and keeps the id in `{NS}:workers`;
+/// then reaps workers whose heartbeat has expired (moves their in-flight jobs back to the queue).
+/// When the worker has drained, it deregisters.
+final class HeartbeatLoop {
+    private let configuration: WorkerConfiguration
+    private let state: WorkerState
+    private let logger: Logger
+    private let keeper: ConnectionKeeper
+    private let wake: DispatchSemaphore
+    private let startedAt = JobProcessor.milliseconds()
+    private let host = ProcessInfo.processInfo.hostName
+    private let pid = Int(ProcessInfo.processInfo.processIdentifier)
+
+    init(configuration: WorkerConfiguration, state: WorkerState, logger: Logger, wake: DispatchSemaphore) {
+        self.configuration = configuration
+        self.state = state
+        self.logger = logger
+        self.wake = wake
+        self.keeper = ConnectionKeeper(role: "heartbeat", configuration: configuration, state: state, logger: logger)
+    }
+
+    /// Registers once before the first job is taken, so a crash right after taking one is recoverable.
+    func register() -> Bool {
+        while let connection = keeper.connection(giveUp: { !state.isRunning }) {
+            do throws(RedisError) {
+                try beat(connection)
+                return true
+            } catch {
+                keeper.failed(error, doing: "registering")
+            }
+        }
+        return false
+    }
+
+    /// Runs until `fetchDone` is signalled and the worker has deregistered.
+    func run(fetchDone: @escaping @Sendable () -> Bool) {
+        while true {
+            _ = wake.wait(timeout: .now() + configuration.heartbeatInterval)
+            if fetchDone() { break }
+            guard let connection = keeper.connection(giveUp: fetchDone) else { break }
+            do throws(RedisError) {
+                try beat(connection)
+                try reap(connection)
+            } catch {
+                keeper.failed(error, doing: "writing the heartbeat")
+            }
+        }
+        deregister()
+    }
+
+    private var heartbeatKey: String { configuration.namespace.heartbeat(worker: configuration.workerID) }
+
+    private func beat(_ connection: RedisConnection) throws(RedisError) {
+        let ns = configuration.namespace
+        let replies = try connection.pipeline(strings: [
+            ["SET", heartbeatKey, document(), "PX", String(Int(configuration.heartbeatTTL * 1000))],
+            ["SADD", ns.workers, configuration.workerID],
+        ])
+        if let e = replies.compactMap(\.errorMessage).first { keeper.serverError(e, doing: "writing the heartbeat") }
+    }
+
+    /// The contract's heartbeat fields (PROTOCOL.md, "Heartbeat"), plus `last_error` and a few extras.
+    func document() -> String {
+        var w = JSONWriter(capacity: 512)
+        w.beginObject()
+        w.field("id", configuration.workerID)
+        w.field("host", host)
+        w.field("pid", pid)
+        w.field("started_at", startedAt)
+        w.field("seen_at", JobProcessor.milliseconds())
+        w.field("jobs", state.jobs.load(ordering: .relaxed))
+        w.field("errors", state.errors.load(ordering: .relaxed))
+        w.field("dead", state.dead.load(ordering: .relaxed))
+        w.key("keygroup_version")
+        if let g = state.keyGroup { w.value(g.version) } else { w.null() }
+        w.key("keygroup_refusal")
+        if let r = state.keyGroupRefusal {
+            w.beginObject()
+            w.key("version")
+            if let v = r.version { w.value(v) } else { w.null() }
+            w.field("reason", r.reason)
+            w.endObject()
+        } else {
+            w.null()
+        }
+        w.field("state", state.isRunning ? "running" : "draining")
+        w.field("reconnects", state.reconnects.load(ordering: .relaxed))
+        w.key("last_error")
+        if let e = state.lastErrorText { w.value(e) } else { w.null() }
+        w.field("concurrency", configuration.concurrency)
+        w.field("batch_size", configuration.batchSize)
+        w.endObject()
+        return w.string
+    }
+
+    /// Requeues the jobs of every registered worker whose heartbeat key has expired.
+    private func reap(_ connection: RedisConnection) throws(RedisError) {
+        let ns = configuration.namespace
+        guard let members = try connection.command(["SMEMBERS", ns.workers]).array?.compactMap(\.string) else { return }
+        let others = members.filter { $0 != configuration.workerID }
+        if others.isEmpty { return }
+        let exists = try connection.pipeline(strings: others.map { ["EXISTS", ns.heartbeat(worker: $0)] })
+        for (id, e) in zip(others, exists) where e.integer == 0 {
+            let keys = [ns.workers, ns.heartbeat(worker: id), ns.inflight(worker: id), ns.jobs].map { Array($0.utf8) }
+            let moved = try connection.evaluate(Scripts.reap, keys: keys, arguments: [Array(id.utf8)])
+            if let n = moved.integer, n >= 0 {
+                logger.notice("reaped a worker whose heartbeat expired; its in-flight jobs are back on the queue", metadata: ["worker": "\(id)", "jobs": "\(n)"])
+            } else if let e = moved.errorMessage {
+                keeper.serverError(e, doing: "reaping worker \(id)")
+            }
+        }
+    }
+
+    /// After the drain: remove the registration, heartbeat and (empty) in-flight list. If jobs are
+    /// still held (Redis was unreachable), delete only the heartbeat so another worker requeues them.
+    private func deregister() {
+        let ns = configuration.namespace
+        let inflight = ns.inflight(worker: configuration.workerID)
+        var attempts = 0
+        while attempts < 5 {
+            attempts += 1
+            guard let connection = keeper.connection(giveUp: { attempts > 5 }) else { break }
+            do throws(RedisError) {
+                let held = try connection.command(["LLEN", inflight]).integer ?? 0
+                if held == 0 {
+                    _ = try connection.pipeline(strings: [["DEL", heartbeatKey, inflight], ["SREM", ns.workers, configuration.workerID]])
+                    logger.info("deregistered", metadata: ["worker": "\(configuration.workerID)"])
+                } else {
+                    _ = try connection.command(["DEL", heartbeatKey])
+                    logger.warning("left jobs in the in-flight list for another worker to requeue", metadata: ["jobs": "\(held)"])
+                }
+                return
+            } catch {
+                keeper.failed(error, doing: "deregistering")
+            }
+        }
+        logger.error("could not deregister; the heartbeat expires and another worker requeues anything held")
+    }
+}

@@ -1,0 +1,73 @@
+import CFSignCore
+import CFSignCrypto
+import Dispatch
+import Foundation
+import Synchronization
+
+/// What answering one job means: a reply onto its `reply_to`, or an entry on the dead list.
+struct Outcome: Sendable {
+    enum Kind: Sendable {
+        case reply(replyTo: String, payload: [UInt8])
+        case dead(entry: [UInt8])
+    }
+    /// The job's raw bytes, exactly as taken: the reply script removes them from the in-flight list.
+    let raw: [UInt8]
+    let kind: Kind
+    /// nil for a signed job; the error code otherwise (for logs and counters).
+    let error: ErrorCode?
+}
+
+/// Turns raw jobs into outcomes: parse, validate, sign. No Redis here; CPU only.
+struct JobProcessor: Sendable {
+    let namespace: Namespace
+    let signer: LinkSigner
+    let workerID: String
+    let concurrency: Int
+
+    /// One job. Never throws and never traps on bad input: every path ends in an outcome.
+    func process(_ raw: [UInt8], group: SigningKeyGroup?, now: Int64) -> Outcome {
+        switch JobParser.parse(raw, namespace: namespace) {
+        case .dead(let error):
+            let entry = ReplyEncoder.dead(error: error, job: raw, worker: workerID, atMilliseconds: Self.milliseconds())
+            return Outcome(raw: raw, kind: .dead(entry: entry), error: error.code)
+        case .refused(let id, let replyTo, let error):
+            return Outcome(raw: raw, kind: .reply(replyTo: replyTo, payload: ReplyEncoder.failure(id: id, error: error)), error: error.code)
+        case .job(let job):
+            do throws(SigningError) {
+                guard let group else {
+                    throw SigningError(.noSigningKey, "this worker has no key group yet; an operator must store one in \(namespace.keyGroup) (cfsign keygroup set)")
+                }
+                let (keyID, key) = try group.key(for: job.request.keyID)
+                let link = try signer.sign(job.request, key: key, keyID: keyID, now: now)
+                return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.success(id: job.id, link: link)), error: nil)
+            } catch {
+                return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.failure(id: job.id, error: error)), error: error.code)
+            }
+        }
+    }
+
+    /// A batch, signed concurrently on Dispatch with `concurrency` lanes; outcomes in job order.
+    func process(batch: [[UInt8]], group: SigningKeyGroup?) -> [Outcome] {
+        let now = Int64(Date().timeIntervalSince1970)
+        if batch.count == 1 || concurrency == 1 {
+            return batch.map { process($0, group: group, now: now) }
+        }
+        let lanes = min(concurrency, batch.count)
+        // Each lane signs every lanes-th job and hands its results over once, under one lock.
+        let collected = Mutex<[Outcome?]>(Array(repeating: nil, count: batch.count))
+        DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+            var mine: [(Int, Outcome)] = []
+            mine.reserveCapacity(batch.count / lanes + 1)
+            var i = lane
+            while i < batch.count {
+                mine.append((i, process(batch[i], group: group, now: now)))
+                i += lanes
+            }
+            collected.withLock { all in for (index, outcome) in mine { all[index] = outcome } }
+        }
+        return collected.withLock { $0.map { $0! } }
+    }
+
+    static func milliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}
+

@@ -1,0 +1,130 @@
+import CFSignCore
+import CFSignCrypto
+import CFSignRedis
+import Dispatch
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// A cfsign worker process: the fetch, heartbeat and key-group threads around one shared state.
+///
+/// Run it as a swift-service-lifecycle `Service`: the first SIGTERM/SIGINT drains (stop taking jobs,
+/// answer those held, deregister, return); a second one exits at once, leaving held jobs in the
+/// in-flight list for another worker to requeue.
+public final class Worker: Service, Sendable {
+    public let configuration: WorkerConfiguration
+    private let logger: Logger
+    private let state = WorkerState()
+    private let heartbeatWake = DispatchSemaphore(value: 0)
+    private let fetchFinished = Atomic<Bool>(false)
+
+    public init(configuration: WorkerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "worker"] = "\(configuration.workerID)"
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+                let thread = Thread { [self] in
+                    runThreads()
+                    continuation.resume()
+                }
+                thread.name = "cfsign-main"
+                thread.start()
+            }
+        } onGracefulShutdown: { [self] in
+            beginDrain()
+        }
+    }
+
+    /// Stops taking jobs; held jobs are still signed and answered. A second signal exits at once.
+    public func beginDrain() {
+        guard state.phase.compareExchange(expected: .running, desired: .draining, ordering: .acquiringAndReleasing).exchanged else { return }
+        logger.notice("draining: no new jobs; answering the ones held (a second SIGTERM/SIGINT exits at once)")
+        heartbeatWake.signal()
+        Worker.exitOnNextSignal()
+    }
+
+    private static let signalSources = Mutex<[DispatchSourceSignal]>([])
+
+    private static func exitOnNextSignal() {
+        signalSources.withLock { sources in
+            guard sources.isEmpty else { return }
+            for sig in [SIGTERM, SIGINT] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler {
+                    FileHandle.standardError.write(Data("cfsign worker: second signal; exiting now, held jobs stay in the in-flight list for another worker to requeue\n".utf8))
+                    _exit(1)
+                }
+                source.resume()
+                sources.append(source)
+            }
+        }
+    }
+
+    /// The whole life of the worker, on its own thread: blocking Redis loops never run on the
+    /// cooperative pool.
+    private func runThreads() {
+        let hashes = HashAlgorithm.allCases.filter { DigestSupport.signable.contains($0) }.map(\.rawValue)
+        logger.notice("starting", metadata: [
+            "redis": "\(configuration.redis)", "namespace": "\(configuration.namespace)",
+            "concurrency": "\(configuration.concurrency)", "batch_size": "\(configuration.batchSize)",
+            "openssl": "\(DigestSupport.openSSLVersion)", "digests": "\(hashes.joined(separator: ","))",
+            "default_hash": "\(configuration.defaultHash.rawValue)",
+        ])
+        if !DigestSupport.signable.contains(configuration.defaultHash) {
+            logger.warning("this OpenSSL will not sign with the default hash; jobs that do not name another get unsupported_hash", metadata: ["default_hash": "\(configuration.defaultHash.rawValue)"])
+        }
+        // Each loop is made on the thread that runs it and owns its connections (they are not Sendable).
+        let initialLoad = DispatchSemaphore(value: 0)
+        Self.spawn("cfsign-keygroup", group: nil) { [self] in
+            let watcher = KeyGroupWatcher(configuration: configuration, state: state, logger: logger, heartbeatWake: heartbeatWake)
+            watcher.loadInitial()
+            initialLoad.signal()
+            watcher.run()
+        }
+        initialLoad.wait()
+        let group = DispatchGroup()
+        let registration = DispatchSemaphore(value: 0)
+        let registered = Atomic<Bool>(false)
+        Self.spawn("cfsign-heartbeat", group: group) { [self] in
+            let heartbeat = HeartbeatLoop(configuration: configuration, state: state, logger: logger, wake: heartbeatWake)
+            // Registered before the first job is taken, so a crash right after taking one is recoverable.
+            registered.store(heartbeat.register(), ordering: .releasing)
+            registration.signal()
+            heartbeat.run(fetchDone: { self.fetchFinished.load(ordering: .acquiring) })
+        }
+        registration.wait()
+        guard registered.load(ordering: .acquiring) else {
+            fetchFinished.store(true, ordering: .releasing)
+            heartbeatWake.signal()
+            group.wait()
+            logger.notice("stopped before registering")
+            return
+        }
+        Self.spawn("cfsign-fetch", group: group) { [self] in
+            FetchLoop(configuration: configuration, state: state, logger: logger).run()
+            fetchFinished.store(true, ordering: .releasing)
+            heartbeatWake.signal()
+        }
+        logger.notice("running", metadata: ["keygroup_version": "\(state.keyGroup.map { String($0.version) } ?? "none")"])
+        group.wait()
+        state.phase.store(.stopped, ordering: .releasing)
+        logger.notice("stopped", metadata: ["jobs": "\(state.jobs.load(ordering: .relaxed))", "errors": "\(state.errors.load(ordering: .relaxed))", "dead": "\(state.dead.load(ordering: .relaxed))"])
+    }
+
+    private static func spawn(_ name: String, group: DispatchGroup?, _ body: @escaping @Sendable () -> Void) {
+        group?.enter()
+        let thread = Thread {
+            body()
+            group?.leave()
+        }
+        thread.name = name
+        thread.start()
+    }
+}

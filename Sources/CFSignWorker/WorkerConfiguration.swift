@@ -1,0 +1,214 @@
+import CFSignCore
+import CFSignRedis
+import Foundation
+
+/// Every setting of a worker, validated. Built by `WorkerConfiguration.load` from (lowest to highest
+/// precedence) defaults, a config file, `CFSIGN_*` environment variables and command-line flags.
+///
+/// The file format is `key = value` lines with `#` comments (like redis.conf or an env file): every
+/// setting is one flat scalar, so nothing richer is needed, and it is trivially diffable and
+/// templatable. `worker-config/worker.conf` lists every key with its default.
+public struct WorkerConfiguration: Sendable {
+    /// `redis`: where the queue lives. Default `redis://127.0.0.1:6379`.
+    public var redis: RedisURL = .default
+    /// `namespace`: the key prefix `{NS}:`. Default `cfsign`.
+    public var namespace: Namespace = .default
+    /// `worker_id`: unique per process; default `<host>-<pid>-<random hex>`.
+    public var workerID: String = WorkerConfiguration.defaultWorkerID()
+    /// `concurrency`: signing threads; default the number of cores.
+    public var concurrency: Int = ProcessInfo.processInfo.activeProcessorCount
+    /// `batch_size`: jobs taken in one round trip, 1-1000. Default 64.
+    public var batchSize: Int = 64
+    /// `max_lifetime`: the longest link this worker signs (seconds). Default 365 days.
+    public var maximumLifetime: Int64 = 365 * 86400
+    /// `reply_ttl`: seconds a reply list lives after the last reply. Default 300.
+    public var replyTTL: Int64 = 300
+    /// `dead_list_length`: `{NS}:dead` is trimmed to this many entries. Default 10000.
+    public var deadListLength: Int = 10_000
+    /// `heartbeat_interval`: seconds between heartbeats, at most 5 by default. Default 2.
+    public var heartbeatInterval: Double = 2
+    /// `heartbeat_ttl`: seconds a heartbeat lives; at most 3 intervals. Default 6.
+    public var heartbeatTTL: Double = 6
+    /// `keygroup_poll_interval`: seconds between re-reads of `{NS}:keygroup`. Default 5.
+    public var keyGroupPollInterval: Double = 5
+    /// `block_timeout`: seconds a blocking pop waits, well below `command_timeout`. Default 2.
+    public var blockTimeout: Double = 2
+    /// `command_timeout`: seconds any Redis reply may take. Default 10.
+    public var commandTimeout: Double = 10
+    /// `connect_timeout`: seconds to connect to Redis. Default 5.
+    public var connectTimeout: Double = 5
+    /// `default_hash`: digest for jobs that name none. Default SHA1 (CloudFront's default).
+    public var defaultHash: HashAlgorithm = .sha1
+    /// `allow_inline_keys`: accept `private_key_pem` in the key group (development only). Default false.
+    public var allowInlineKeys = false
+    /// `allow_group_readable_keys`: accept key files with mode & 077 != 0. Default false.
+    public var allowGroupReadableKeys = false
+    /// `log_level`: trace, debug, info, notice, warning, error, critical. Default info.
+    public var logLevel: String = "info"
+
+    public init() {}
+
+    public static func defaultWorkerID() -> String {
+        var host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
+        host = String(host.unicodeScalars.map { Character($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" ? $0 : "_") })
+        let random = (0..<4).map { _ in String(UInt8.random(in: 0...255), radix: 16).leftPadded(2) }.joined()
+        return "\(host)-\(ProcessInfo.processInfo.processIdentifier)-\(random)"
+    }
+}
+
+/// A setting that cannot be used: names the setting, where it came from, and what is allowed.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+extension WorkerConfiguration {
+    /// One setting: its key, its help line, and how to apply a textual value.
+    struct Setting: Sendable {
+        let key: String
+        let apply: @Sendable (inout WorkerConfiguration, String) throws(ConfigurationError) -> Void
+    }
+
+    /// The environment variable for a key: `CFSIGN_` + upper-case key.
+    public static func environmentName(_ key: String) -> String { "CFSIGN_" + key.uppercased() }
+
+    static let settings: [Setting] = [
+        Setting(key: "redis") { c, v throws(ConfigurationError) in
+            do throws(RedisError) { c.redis = try RedisURL(parsing: v) } catch { throw ConfigurationError(error.message) }
+        },
+        Setting(key: "namespace") { c, v throws(ConfigurationError) in
+            do throws(InvalidNamespace) { c.namespace = try Namespace(v) } catch { throw ConfigurationError(error.description) }
+        },
+        Setting(key: "worker_id") { c, v throws(ConfigurationError) in
+            guard !v.isEmpty, v.utf8.count <= 128, !v.contains(":"), v.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+                throw ConfigurationError("must be 1-128 printable ASCII characters without ':' or spaces")
+            }
+            c.workerID = v
+        },
+        Setting(key: "concurrency") { c, v throws(ConfigurationError) in c.concurrency = try int(v, 1...256) },
+        Setting(key: "batch_size") { c, v throws(ConfigurationError) in c.batchSize = try int(v, 1...1000) },
+        Setting(key: "max_lifetime") { c, v throws(ConfigurationError) in
+            c.maximumLifetime = try duration(v, 1...(100 * 365 * 86400))
+        },
+        Setting(key: "reply_ttl") { c, v throws(ConfigurationError) in c.replyTTL = try duration(v, 1...(7 * 86400)) },
+        Setting(key: "dead_list_length") { c, v throws(ConfigurationError) in c.deadListLength = try int(v, 1...10_000_000) },
+        Setting(key: "heartbeat_interval") { c, v throws(ConfigurationError) in c.heartbeatInterval = try seconds(v, 0.1...60) },
+        Setting(key: "heartbeat_ttl") { c, v throws(ConfigurationError) in c.heartbeatTTL = try seconds(v, 0.3...600) },
+        Setting(key: "keygroup_poll_interval") { c, v throws(ConfigurationError) in c.keyGroupPollInterval = try seconds(v, 0.1...600) },
+        Setting(key: "block_timeout") { c, v throws(ConfigurationError) in c.blockTimeout = try seconds(v, 0.1...30) },
+        Setting(key: "command_timeout") { c, v throws(ConfigurationError) in c.commandTimeout = try seconds(v, 0.5...120) },
+        Setting(key: "connect_timeout") { c, v throws(ConfigurationError) in c.connectTimeout = try seconds(v, 0.1...120) },
+        Setting(key: "default_hash") { c, v throws(ConfigurationError) in
+            guard let h = HashAlgorithm(wireName: v) else { throw ConfigurationError("must be SHA1 or SHA256") }
+            c.defaultHash = h
+        },
+        Setting(key: "allow_inline_keys") { c, v throws(ConfigurationError) in c.allowInlineKeys = try bool(v) },
+        Setting(key: "allow_group_readable_keys") { c, v throws(ConfigurationError) in c.allowGroupReadableKeys = try bool(v) },
+        Setting(key: "log_level") { c, v throws(ConfigurationError) in
+            guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(v) else {
+                throw ConfigurationError("must be one of trace, debug, info, notice, warning, error, critical")
+            }
+            c.logLevel = v
+        },
+    ]
+
+    public static var keys: [String] { settings.map(\.key) }
+
+    /// Builds a configuration: defaults, then the file (if any), then the environment, then `overrides`
+    /// (flags, by setting key); then checks the settings against each other.
+    public static func load(file: String?, environment: [String: String], overrides: [(key: String, value: String)]) throws(ConfigurationError) -> WorkerConfiguration {
+        var config = WorkerConfiguration()
+        if let file {
+            let text: String
+            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
+                throw ConfigurationError("cannot read config file \(file): \(error.localizedDescription)")
+            }
+            for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+                guard let eq = trimmed.firstIndex(of: "=") else {
+                    throw ConfigurationError("\(file) line \(number + 1): expected `key = value`, got \"\(trimmed)\"")
+                }
+                let key = trimmed[..<eq].trimmingCharacters(in: .whitespaces)
+                var value = trimmed[trimmed.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+                if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+                try apply(&config, key: key, value: value, source: "\(file) line \(number + 1)")
+            }
+        }
+        for setting in settings {
+            let name = environmentName(setting.key)
+            if let value = environment[name] {
+                try apply(&config, key: setting.key, value: value, source: "environment variable \(name)")
+            }
+        }
+        for (key, value) in overrides {
+            try apply(&config, key: key, value: value, source: "flag --\(key.replacingOccurrences(of: "_", with: "-"))")
+        }
+        try config.validate()
+        return config
+    }
+
+    static func apply(_ config: inout WorkerConfiguration, key: String, value: String, source: String) throws(ConfigurationError) {
+        guard let setting = settings.first(where: { $0.key == key }) else {
+            throw ConfigurationError("\(source): unknown setting \"\(key)\"; known settings: \(keys.joined(separator: ", "))")
+        }
+        do {
+            try setting.apply(&config, value)
+        } catch {
+            let shown = key == "redis" ? "" : " = \(value)"
+            throw ConfigurationError("setting \(key)\(shown) (\(source)): \(error.message)")
+        }
+    }
+
+    /// Checks that settings agree with each other.
+    public func validate() throws(ConfigurationError) {
+        if heartbeatTTL > heartbeatInterval * 3 + 0.0001 {
+            throw ConfigurationError("setting heartbeat_ttl = \(heartbeatTTL) must be at most 3 x heartbeat_interval (\(heartbeatInterval)), so a dead worker is noticed quickly")
+        }
+        if heartbeatTTL <= heartbeatInterval {
+            throw ConfigurationError("setting heartbeat_ttl = \(heartbeatTTL) must be longer than heartbeat_interval (\(heartbeatInterval)), or live workers would look dead")
+        }
+        if blockTimeout * 2 > commandTimeout {
+            throw ConfigurationError("setting block_timeout = \(blockTimeout) must be at most half of command_timeout (\(commandTimeout)); a blocking pop that outlives the socket timeout kills the connection")
+        }
+    }
+
+    private static func int(_ v: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+        guard let n = Int(v), range.contains(n) else { throw ConfigurationError("must be a whole number from \(range.lowerBound) to \(range.upperBound)") }
+        return n
+    }
+
+    private static func duration(_ v: String, _ range: ClosedRange<Int64>) throws(ConfigurationError) -> Int64 {
+        guard let n = Durations.parse(v), range.contains(n) else {
+            throw ConfigurationError("must be a duration (\(Durations.help)) from \(Durations.describe(range.lowerBound)) to \(Durations.describe(range.upperBound))")
+        }
+        return n
+    }
+
+    private static func seconds(_ v: String, _ range: ClosedRange<Double>) throws(ConfigurationError) -> Double {
+        var text = Substring(v)
+        if text.hasSuffix("ms") {
+            guard let n = Double(text.dropLast(2)), n.isFinite else { throw ConfigurationError("must be a number of seconds (e.g. 2, 0.5, 500ms)") }
+            if range.contains(n / 1000) { return n / 1000 }
+        } else {
+            if text.hasSuffix("s") { text = text.dropLast() }
+            if let n = Double(text), n.isFinite, range.contains(n) { return n }
+        }
+        throw ConfigurationError("must be a number of seconds from \(range.lowerBound) to \(range.upperBound) (e.g. 2, 0.5, 500ms)")
+    }
+
+    private static func bool(_ v: String) throws(ConfigurationError) -> Bool {
+        switch v.lowercased() {
+        case "true", "yes", "1", "on": return true
+        case "false", "no", "0", "off": return false
+        default: throw ConfigurationError("must be true or false")
+        }
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int, with pad: Character = "0") -> String {
+        count >= width ? self : String(repeating: pad, count: width - count) + self
+    }
+}

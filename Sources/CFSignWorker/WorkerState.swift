@@ -1,0 +1,50 @@
+import CFSignCore
+import CFSignCrypto
+import Synchronization
+
+/// What a worker's threads share: the key group in use, counters, and the stop flag.
+///
+/// The key group is one immutable reference behind a `Mutex`: a batch takes the reference once and
+/// signs every job with it, so a rotation never changes a key under a running job.
+final class WorkerState: Sendable {
+    enum Phase: UInt8, AtomicRepresentable { case running = 0, draining = 1, stopped = 2 }
+
+    struct Refusal: Sendable, Equatable {
+        let version: Int64?
+        let reason: String
+    }
+
+    private let group = Mutex<SigningKeyGroup?>(nil)
+    private let refusal = Mutex<Refusal?>(nil)
+    private let lastError = Mutex<String?>(nil)
+    let phase = Atomic<Phase>(.running)
+
+    let jobs = Atomic<Int>(0)
+    let errors = Atomic<Int>(0)
+    let dead = Atomic<Int>(0)
+    let reconnects = Atomic<Int>(0)
+    /// Set while the fetch loop's connection is up, for the readiness check.
+    let connected = Atomic<Bool>(false)
+
+    var keyGroup: SigningKeyGroup? { group.withLock { $0 } }
+    var keyGroupRefusal: Refusal? { refusal.withLock { $0 } }
+    var lastErrorText: String? { lastError.withLock { $0 } }
+
+    func swapIn(_ newGroup: SigningKeyGroup) {
+        group.withLock { $0 = newGroup }
+        refusal.withLock { $0 = nil }
+    }
+
+    /// Records a refusal; returns false when it is the same as the last one (so it is logged once).
+    func refuse(_ r: Refusal) -> Bool {
+        refusal.withLock { current in
+            if current == r { return false }
+            current = r
+            return true
+        }
+    }
+
+    func noteError(_ text: String) { lastError.withLock { $0 = text } }
+
+    var isRunning: Bool { phase.load(ordering: .acquiring) == .running }
+}
