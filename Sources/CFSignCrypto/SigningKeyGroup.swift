@@ -47,7 +47,7 @@ public final class SigningKeyGroup: Sendable {
         var keys: [String: PrivateKey] = [:]
         for entry in document.keys {
             let key: PrivateKey
-            do {
+            do throws(KeyError) {
                 switch entry.source {
                 case .file(let path):
                     if !options.allowGroupReadableKeyFiles, let mode = fileMode(path), mode & 0o077 != 0 {
@@ -69,7 +69,9 @@ public final class SigningKeyGroup: Sendable {
                     }
                 }
             } catch {
-                throw KeyGroupError("key \"\(entry.id)\": \(error)")
+                // Errors about the entry itself already name it; file errors name the file.
+                let detail = error.source.hasPrefix("key \"") ? error.reason : error.description
+                throw KeyGroupError("key \"\(entry.id)\": \(detail)")
             }
             keys[entry.id] = key
         }

@@ -1,0 +1,75 @@
+import CFSignCore
+import CFSignRedis
+
+/// The fleet as Redis shows it: registered workers, their heartbeats, in-flight counts, queue lengths.
+struct FleetSnapshot {
+    struct WorkerView {
+        let id: String
+        /// nil when the heartbeat has expired (the worker is dead and not reaped yet).
+        let heartbeat: JSONValue?
+        let inflight: Int64
+
+        var keyGroupVersion: Int64? {
+            if case .integer(let v)? = heartbeat?[member: "keygroup_version"] { return v }
+            return nil
+        }
+
+        func integer(_ name: String) -> Int64? {
+            if case .integer(let v)? = heartbeat?[member: name] { return v }
+            return nil
+        }
+
+        func string(_ name: String) -> String? {
+            if case .string(let s)? = heartbeat?[member: name] { return s }
+            return nil
+        }
+
+        var refusal: (version: Int64?, reason: String)? {
+            guard case .object? = heartbeat?[member: "keygroup_refusal"], let r = heartbeat?[member: "keygroup_refusal"],
+                  case .string(let reason)? = r[member: "reason"] else { return nil }
+            if case .integer(let v)? = r[member: "version"] { return (v, reason) }
+            return (nil, reason)
+        }
+    }
+
+    let workers: [WorkerView]
+    let queued: Int64
+    let dead: Int64
+    let keyGroup: [UInt8]?
+    let redisTimeMilliseconds: Int64
+
+    var live: [WorkerView] { workers.filter { $0.heartbeat != nil } }
+
+    /// The versions live workers sign with (nil: no group yet).
+    var versions: Set<Int64?> { Set(live.map(\.keyGroupVersion)) }
+
+    static func read(_ connection: RedisConnection, _ ns: Namespace) throws(RedisError) -> FleetSnapshot {
+        let ids = (try connection.command(["SMEMBERS", ns.workers]).array ?? []).compactMap(\.string).sorted()
+        var commands: [[String]] = [["LLEN", ns.jobs], ["LLEN", ns.dead], ["GET", ns.keyGroup], ["TIME"]]
+        for id in ids {
+            commands.append(["GET", ns.heartbeat(worker: id)])
+            commands.append(["LLEN", ns.inflight(worker: id)])
+        }
+        let r = try connection.pipeline(strings: commands)
+        if let e = r.compactMap(\.errorMessage).first { throw RedisError(.server, e) }
+        var workers: [WorkerView] = []
+        for (n, id) in ids.enumerated() {
+            let hb = r[4 + 2 * n].bytes.flatMap { try? JSONReader.parse($0) }
+            workers.append(WorkerView(id: id, heartbeat: hb, inflight: r[5 + 2 * n].integer ?? 0))
+        }
+        var time: Int64 = 0
+        if let t = r[3].array, t.count == 2, let s = t[0].integer, let us = t[1].integer { time = s * 1000 + us / 1000 }
+        return FleetSnapshot(workers: workers, queued: r[0].integer ?? 0, dead: r[1].integer ?? 0, keyGroup: r[2].bytes, redisTimeMilliseconds: time)
+    }
+
+    /// The highest version anywhere: the stored group or any live heartbeat (the next must be above).
+    var highestVersion: Int64 {
+        var v: Int64 = 0
+        if let bytes = keyGroup, let doc = try? JSONReader.parse(bytes), case .integer(let stored)? = doc[member: "version"] { v = stored }
+        for w in live {
+            if let k = w.keyGroupVersion { v = max(v, k) }
+            if let r = w.refusal, let rv = r.version { v = max(v, rv) }
+        }
+        return v
+    }
+}

@@ -1,0 +1,222 @@
+import ArgumentParser
+import CFSignCore
+import CFSignCrypto
+import CFSignRedis
+import Foundation
+
+struct KeyGroupCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keygroup",
+        abstract: "Show, set or rotate the key group the fleet signs with ({NS}:keygroup).",
+        discussion: """
+            Workers load a new group completely before they swap it in, and refuse a broken one whole
+            (cfsign status shows refusals). Versions only grow: set and rotate pick or require a version
+            above both the stored group and every version a live worker reports.
+            """,
+        subcommands: [Show.self, Set.self, Rotate.self]
+    )
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the key group in Redis and which workers sign with which version.")
+
+        @OptionGroup var redis: RedisOptions
+        @Flag(help: "Print JSON: {\"keygroup\": <group or null>, \"workers\": [{id, keygroup_version, keygroup_refusal}]}.")
+        var json = false
+
+        func run() throws {
+            let ns = try redis.ns
+            let connection = try redis.connect()
+            let fleet: FleetSnapshot
+            do { fleet = try FleetSnapshot.read(connection, ns) } catch { throw Terminal.fail(nil, "reading the fleet: \(error.message)") }
+            if json {
+                var w = JSONWriter()
+                w.beginObject()
+                w.key("keygroup")
+                if let bytes = fleet.keyGroup, let value = try? JSONReader.parse(bytes) { w.value(value) } else { w.null() }
+                w.key("workers")
+                w.beginArray()
+                for worker in fleet.live {
+                    w.beginObject()
+                    w.field("id", worker.id)
+                    w.key("keygroup_version")
+                    if let v = worker.keyGroupVersion { w.value(v) } else { w.null() }
+                    w.key("keygroup_refusal")
+                    w.value(worker.heartbeat?[member: "keygroup_refusal"] ?? .null)
+                    w.endObject()
+                }
+                w.endArray()
+                w.endObject()
+                Terminal.result(w.string)
+                return
+            }
+            guard let bytes = fleet.keyGroup else {
+                Terminal.result("no key group in \(ns.keyGroup); store one with: cfsign keygroup set FILE")
+                return
+            }
+            let document: KeyGroupDocument
+            do { document = try KeyGroupDocument(json: bytes) } catch {
+                Terminal.result("key group in \(ns.keyGroup) is not valid: \(error.reason)")
+                throw ExitCode.failure
+            }
+            var lines = ["key group version \(document.version), active key \(document.active)"]
+            for key in document.keys {
+                let source: String
+                switch key.source {
+                case .file(let path): source = "file \(path)"
+                case .inlinePEM: source = "inline PEM"
+                }
+                lines.append("  \(key.id)\(key.id == document.active ? " (active)" : "")  \(source)\(key.publicKeyPEM == nil ? "" : ", public key given")")
+            }
+            lines.append("workers: \(fleet.live.count) live")
+            for worker in fleet.live {
+                var line = "  \(worker.id)  version \(worker.keyGroupVersion.map(String.init) ?? "none")"
+                if let r = worker.refusal { line += "  refused version \(r.version.map(String.init) ?? "?"): \(r.reason)" }
+                lines.append(line)
+            }
+            Terminal.result(lines.joined(separator: "\n"))
+        }
+    }
+
+    struct Set: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a key group file and store it (SET + PUBLISH in one transaction).",
+            discussion: """
+                FILE is the group as PROTOCOL.md shows it. "version" may be left out: the next version is
+                chosen above the stored group and every version a live worker reports; a version given
+                must be higher than those. Nothing is written when the group is refused.
+                """
+        )
+
+        @OptionGroup var redis: RedisOptions
+        @Argument(help: "Key group JSON file.") var file: String
+        @Flag(help: "Also load each private key file here (run this on a worker host) and check public_key_pem pairs.")
+        var checkFiles = false
+
+        func run() throws {
+            let data: Data
+            do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
+                throw Terminal.fail(nil, "cannot read \(file): \(error.localizedDescription)")
+            }
+            try KeyGroupStore(redis: redis).store(from: { highest throws in
+                try KeyGroupStore.document(fromFile: Array(data), name: file, nextVersion: highest + 1)
+            }, checkFiles: checkFiles)
+        }
+    }
+
+    struct Rotate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a new key the active one: next version, new key first, previous keys kept for key_id use.",
+            discussion: """
+                Builds the next version from the stored group: the new key becomes active and the keys
+                before it are kept (most recent first, at most --keep of them) so jobs can still ask for
+                them with key_id. Then stores it as `cfsign keygroup set` does.
+                """
+        )
+
+        @OptionGroup var redis: RedisOptions
+        @Option(help: ArgumentHelp("CloudFront public key id of the new key.", valueName: "id")) var keyId: String
+        @Option(help: ArgumentHelp("Path of the new private key on the worker hosts.", valueName: "path")) var privateKeyFile: String
+        @Option(help: ArgumentHelp("The public key PEM as uploaded to CloudFront; workers check it is the private key's pair.", valueName: "file"))
+        var publicKey: String?
+        @Option(help: ArgumentHelp("Previous keys to keep (0-20).", valueName: "n")) var keep: Int = 2
+        @Flag(help: "Also load each private key file here (run this on a worker host).") var checkFiles = false
+
+        func validate() throws {
+            guard (0...20).contains(keep) else { throw ValidationError("--keep must be 0 to 20") }
+            guard KeyID.isValid(keyId) else { throw ValidationError("--key-id is not a valid key id (\(KeyID.rule))") }
+            guard privateKeyFile.hasPrefix("/") else { throw ValidationError("--private-key-file must be an absolute path on the worker hosts") }
+        }
+
+        func run() throws {
+            var publicPEM: String? = nil
+            if let publicKey {
+                do {
+                    // Checked here; embedded exactly as uploaded to CloudFront.
+                    _ = try PublicKey.load(file: publicKey)
+                    publicPEM = try String(contentsOfFile: publicKey, encoding: .utf8)
+                } catch {
+                    throw Terminal.fail(nil, "\(error)")
+                }
+            }
+            let newKey = KeyGroupDocument.Key(id: keyId, source: .file(privateKeyFile), publicKeyPEM: publicPEM)
+            try KeyGroupStore(redis: redis).store(with: { highest, current throws in
+                var keys = [newKey]
+                if let current {
+                    let previous = [current.keys.first { $0.id == current.active }].compactMap { $0 } + current.keys.filter { $0.id != current.active }
+                    keys += previous.filter { $0.id != keyId }.prefix(keep)
+                }
+                do throws(KeyGroupError) { return try KeyGroupDocument(version: highest + 1, active: keyId, keys: keys) } catch {
+                    throw Terminal.fail(nil, "the rotated group is not valid: \(error.reason)")
+                }
+            }, checkFiles: checkFiles)
+        }
+    }
+}
+
+/// Stores a key group the way the contract asks: WATCH the key, check the version against the
+/// stored group and live heartbeats, then SET and PUBLISH in one MULTI/EXEC.
+struct KeyGroupStore {
+    let redis: RedisOptions
+
+    func store(from make: (Int64) throws -> KeyGroupDocument, checkFiles: Bool) throws {
+        try store(with: { highest, _ in try make(highest) }, checkFiles: checkFiles)
+    }
+
+    func store(with make: (_ highest: Int64, _ current: KeyGroupDocument?) throws -> KeyGroupDocument, checkFiles: Bool) throws {
+        let ns = try redis.ns
+        let connection = try redis.connect()
+        for _ in 0..<5 {
+            _ = try redisCall("WATCH") { () throws(RedisError) in try connection.command(["WATCH", ns.keyGroup]) }
+            let fleet: FleetSnapshot
+            do { fleet = try FleetSnapshot.read(connection, ns) } catch { throw Terminal.fail(nil, "reading the fleet: \(error.message)") }
+            let current = fleet.keyGroup.flatMap { try? KeyGroupDocument(json: $0) }
+            let highest = fleet.highestVersion
+            let document = try make(highest, current)
+            guard document.version > highest else {
+                _ = try? connection.command(["UNWATCH"])
+                throw Terminal.fail(nil, "version \(document.version) is not higher than \(highest) (the stored group or a live worker's); use \(highest + 1) or leave \"version\" out. Nothing was written.")
+            }
+            if checkFiles {
+                do {
+                    _ = try SigningKeyGroup.load(document, options: KeyLoadOptions(allowInlineKeys: true))
+                } catch {
+                    _ = try? connection.command(["UNWATCH"])
+                    throw Terminal.fail(nil, "key group refused: \(error.reason). Nothing was written.")
+                }
+            }
+            let result: [RedisReply]?
+            do {
+                result = try connection.transaction([
+                    [Array("SET".utf8), Array(ns.keyGroup.utf8), document.json],
+                    [Array("PUBLISH".utf8), Array(ns.keyGroupChanged.utf8), Array(String(document.version).utf8)],
+                ])
+            } catch {
+                throw Terminal.fail(nil, "storing the key group: \(error.message)")
+            }
+            guard let result else { continue }  // changed under us: read again
+            let receivers = result.count == 2 ? result[1].integer ?? 0 : 0
+            Terminal.result("stored key group version \(document.version) (active \(document.active), keys \(document.keys.map(\.id).joined(separator: ", ")))")
+            Terminal.info("announced on \(ns.keyGroupChanged) to \(receivers) subscriber(s); workers also poll the key. Watch them converge: cfsign status --watch")
+            if document.keys.contains(where: { if case .inlinePEM = $0.source { return true } else { return false } }) {
+                Terminal.info("note: this group has inline private_key_pem; workers refuse it unless started with --allow-inline-keys")
+            }
+            return
+        }
+        throw Terminal.fail(nil, "the key group kept changing while this command ran; nothing was written, try again")
+    }
+
+    /// A group from a file; a missing "version" becomes `nextVersion`.
+    static func document(fromFile bytes: [UInt8], name: String, nextVersion: Int64) throws -> KeyGroupDocument {
+        var value: JSONValue
+        do { value = try JSONReader.parse(bytes) } catch { throw Terminal.fail(nil, "\(name): \(error)") }
+        if case .object(var members) = value, !members.contains(where: { $0.0 == "version" }) {
+            members.insert(("version", .integer(nextVersion)), at: 0)
+            value = .object(members)
+        }
+        var w = JSONWriter()
+        w.value(value)
+        do { return try KeyGroupDocument(json: w.bytes) } catch {
+            throw Terminal.fail(nil, "\(name): key group refused: \(error.reason). Nothing was written.")
+        }
+    }
+}

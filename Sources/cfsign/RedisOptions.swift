@@ -1,0 +1,45 @@
+import ArgumentParser
+import CFSignCore
+import CFSignRedis
+import Foundation
+
+/// `--redis URL` and `--namespace NS` with the `CFSIGN_REDIS` / `CFSIGN_NAMESPACE` fallbacks (CLI.md).
+struct RedisOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Redis URL (default $CFSIGN_REDIS, else redis://127.0.0.1:6379).", valueName: "url"))
+    var redis: String?
+
+    @Option(help: ArgumentHelp("Namespace (default $CFSIGN_NAMESPACE, else cfsign).", valueName: "ns"))
+    var namespace: String?
+
+    var redisURL: RedisURL {
+        get throws {
+            let text = redis ?? ProcessInfo.processInfo.environment["CFSIGN_REDIS"] ?? "redis://127.0.0.1:6379"
+            do { return try RedisURL(parsing: text) } catch { throw ValidationError(error.message) }
+        }
+    }
+
+    var ns: Namespace {
+        get throws {
+            let text = namespace ?? ProcessInfo.processInfo.environment["CFSIGN_NAMESPACE"] ?? "cfsign"
+            do { return try Namespace(text) } catch { throw ValidationError(error.description) }
+        }
+    }
+
+    /// A connection, or exit 1 with a sentence saying what to check.
+    func connect(commandTimeout: Double = 10) throws -> RedisConnection {
+        let url = try redisURL
+        do {
+            return try RedisConnection(url: url, connectTimeout: 5, commandTimeout: commandTimeout)
+        } catch {
+            throw Terminal.fail(nil, "\(error.message) (is Redis running? set --redis or CFSIGN_REDIS)")
+        }
+    }
+}
+
+/// A Redis call that failed is reported and exits 1; a server error reply likewise.
+func redisCall(_ what: String, _ body: () throws(RedisError) -> RedisReply) throws -> RedisReply {
+    let reply: RedisReply
+    do { reply = try body() } catch { throw Terminal.fail(nil, "\(what): \(error.message)") }
+    if let e = reply.errorMessage { throw Terminal.fail(nil, "\(what): Redis said \(e)") }
+    return reply
+}

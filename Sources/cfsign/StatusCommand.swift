@@ -1,0 +1,106 @@
+import ArgumentParser
+import CFSignCore
+import CFSignRedis
+import Foundation
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The fleet at a glance: workers, versions, queue depth, in-flight jobs, dead list.",
+        discussion: "Exit 0 when at least one worker is live and all live workers agree on one key-group version; 1 otherwise."
+    )
+
+    @OptionGroup var redis: RedisOptions
+    @Flag(help: "Print one JSON object.") var json = false
+    @Flag(help: "Refresh every --interval seconds until interrupted.") var watch = false
+    @Option(help: ArgumentHelp("Seconds between refreshes with --watch.", valueName: "s")) var interval: Double = 2
+
+    func run() throws {
+        let ns = try redis.ns
+        let connection = try redis.connect()
+        while true {
+            let fleet: FleetSnapshot
+            do { fleet = try FleetSnapshot.read(connection, ns) } catch { throw Terminal.fail(nil, "reading the fleet: \(error.message)") }
+            let text = json ? Self.json(fleet) : Self.table(fleet, ns)
+            if watch && !json && isatty(1) == 1 { print("\u{1B}[H\u{1B}[2J", terminator: "") }
+            Terminal.result(text)
+            if !watch {
+                let healthy = !fleet.live.isEmpty && fleet.versions.count == 1
+                if !healthy { throw ExitCode.failure }
+                return
+            }
+            fflush(nil)
+            Thread.sleep(forTimeInterval: max(0.2, interval))
+        }
+    }
+
+    static func table(_ fleet: FleetSnapshot, _ ns: Namespace) -> String {
+        var lines: [String] = []
+        let versions = fleet.versions
+        let agreement: String
+        if fleet.live.isEmpty { agreement = "no live worker" }
+        else if versions.count == 1 { agreement = "all on key-group version \(versions.first!.map(String.init) ?? "none")" }
+        else { agreement = "MIXED key-group versions: \(versions.map { $0.map(String.init) ?? "none" }.sorted().joined(separator: ", "))" }
+        lines.append("namespace \(ns): \(fleet.live.count) live worker(s), \(agreement)")
+        lines.append("queue \(fleet.queued)  in-flight \(fleet.workers.map(\.inflight).reduce(0, +))  dead \(fleet.dead)")
+        if !fleet.workers.isEmpty {
+            lines.append(row(["WORKER", "HOST", "VERSION", "JOBS", "ERRORS", "INFLIGHT", "LAST SEEN", "STATE"]))
+        }
+        for w in fleet.workers {
+            let seen: String
+            if let s = w.integer("seen_at"), fleet.redisTimeMilliseconds > 0 {
+                seen = String(format: "%.1fs ago", Double(fleet.redisTimeMilliseconds - s) / 1000)
+            } else { seen = "-" }
+            let state = w.heartbeat == nil ? "DEAD (heartbeat expired; a live worker requeues its jobs)" : (w.string("state") ?? "?")
+            lines.append(row([w.id, w.string("host") ?? "-", w.keyGroupVersion.map(String.init) ?? "none",
+                              w.integer("jobs").map(String.init) ?? "-", w.integer("errors").map(String.init) ?? "-",
+                              String(w.inflight), seen, state]))
+            if let r = w.refusal {
+                lines.append("    refused key group version \(r.version.map(String.init) ?? "?"): \(r.reason)")
+            }
+            if let e = w.string("last_error") { lines.append("    last error: \(e)") }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// One table row: fixed-width columns, the last one free.
+    static func row(_ cells: [String]) -> String {
+        let widths = [34, 14, 7, 9, 7, 8, 10]
+        var line = ""
+        for (i, cell) in cells.enumerated() {
+            if i < widths.count {
+                line += cell.padding(toLength: max(widths[i], cell.count), withPad: " ", startingAt: 0) + " "
+            } else {
+                line += cell
+            }
+        }
+        return line
+    }
+
+    static func json(_ fleet: FleetSnapshot) -> String {
+        var w = JSONWriter()
+        w.beginObject()
+        w.field("queue", fleet.queued)
+        w.field("dead", fleet.dead)
+        w.field("inflight", fleet.workers.map(\.inflight).reduce(0, +))
+        w.field("live_workers", fleet.live.count)
+        w.key("versions")
+        w.beginArray()
+        for v in fleet.versions.sorted(by: { ($0 ?? -1) < ($1 ?? -1) }) { if let v { w.value(v) } else { w.null() } }
+        w.endArray()
+        w.field("agreed", !fleet.live.isEmpty && fleet.versions.count == 1)
+        w.key("workers")
+        w.beginArray()
+        for worker in fleet.workers {
+            w.beginObject()
+            w.field("id", worker.id)
+            w.field("live", worker.heartbeat != nil)
+            w.field("inflight", worker.inflight)
+            w.key("heartbeat")
+            w.value(worker.heartbeat ?? .null)
+            w.endObject()
+        }
+        w.endArray()
+        w.endObject()
+        return w.string
+    }
+}
