@@ -115,7 +115,7 @@ public enum JobParser {
         let id: String
         let replyTo: String
         do throws(SigningError) {
-            if let d = fields.duplicate, d == "id" || d == "reply_to" {
+            for d in ["id", "reply_to"] where fields.duplicates.contains(d) {
                 throw SigningError(.invalidJob, "field \"\(d)\" appears more than once")
             }
             guard let i = try fields.string("id") else { throw SigningError(.missingField, "job has no \"id\"") }
@@ -123,7 +123,9 @@ public enum JobParser {
                 throw SigningError(.invalidJob, "id must be 1-\(maximumIDLength) bytes; it is \(i.utf8.count)")
             }
             guard let r = try fields.string("reply_to") else { throw SigningError(.missingField, "job has no \"reply_to\"") }
-            guard r.hasPrefix(namespace.replyPrefix), r.utf8.count > namespace.replyPrefix.utf8.count else {
+            // Bytes, not String.hasPrefix: that compares by canonical equivalence, so "{\u{212A}s}:reply:x"
+            // (KELVIN SIGN) would pass for namespace "Ks" while naming a different Redis key.
+            guard r.utf8.starts(with: namespace.replyPrefix.utf8), r.utf8.count > namespace.replyPrefix.utf8.count else {
                 throw SigningError(.invalidJob, "reply_to must start with \"\(namespace.replyPrefix)\" and name a list after it; a worker never writes anywhere else")
             }
             id = i
@@ -190,14 +192,18 @@ public enum JobParser {
     /// Typed access to a job's members: a wrong type is `invalid_job`; `null` counts as absent.
     private struct Fields {
         var members: [(String, JSONValue)]
+        /// The first name that appears more than once, for the message.
         var duplicate: String?
+        /// Every name that appears more than once (an `id` or `reply_to` among them must not be hidden
+        /// behind an earlier duplicate of another field).
+        var duplicates: Set<String> = []
 
         init(members: [(String, JSONValue)]) {
             self.members = members
             var seen = Set<String>()
             for (name, _) in members where !seen.insert(name).inserted {
-                duplicate = name
-                break
+                if duplicate == nil { duplicate = name }
+                duplicates.insert(name)
             }
         }
 

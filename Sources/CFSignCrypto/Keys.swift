@@ -247,7 +247,9 @@ public enum DigestSupport {
 
 /// Reads a whole file, with errors that name it; refuses anything that is not a regular file or is huge.
 func readFile(_ path: String, what: String, limit: Int = 1 << 20) throws(KeyError) -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    // O_NONBLOCK: opening a FIFO (or a device) blocks until a writer appears; with it, open returns at
+    // once and the regular-file check below refuses it. It changes nothing for reading a regular file.
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
     guard fd >= 0 else {
         let reason = String(cString: strerror(errno))
         throw KeyError(source: path, reason: "cannot read the \(what) file (\(reason))")

@@ -1,0 +1,245 @@
+import CFSignCore
+import CFSignRedis
+import Dispatch
+import Foundation
+import Synchronization
+
+/// A producer's handle on a cfsign fleet: enqueue signing jobs on Redis and await their replies.
+///
+/// ```swift
+/// let client = try CFSignClient(redis: "redis://127.0.0.1:6379", namespace: "cfsign")
+/// let link = try await client.sign(url: "https://d111111abcdef8.cloudfront.net/invoices/42.pdf", expiresIn: 3600)
+/// print(link.url!)
+/// ```
+///
+/// One client owns one reply list (`{NS}:reply:<client id>`) and one background thread that waits
+/// on it; replies are matched by job `id`, so a duplicate answer (after a worker crash, delivery is
+/// at least once) is dropped. Share one client across your app: it is `Sendable` and every method
+/// may be called concurrently. Call `close()` when done.
+public final class CFSignClient: Sendable {
+    public struct Configuration: Sendable {
+        /// Where the fleet's Redis is.
+        public var redis: RedisURL
+        /// The fleet's namespace.
+        public var namespace: Namespace
+        /// Names this client's reply list; unique per process by default.
+        public var clientID: String
+        /// Used when a call gives no timeout.
+        public var defaultTimeout: Duration
+        /// Seconds to connect; replies are read with short blocking pops well inside `commandTimeout`.
+        public var connectTimeout: Double
+        public var commandTimeout: Double
+
+        public init(redis: RedisURL = .default, namespace: Namespace = .default, clientID: String? = nil,
+                    defaultTimeout: Duration = .seconds(10), connectTimeout: Double = 5, commandTimeout: Double = 10) {
+            self.redis = redis
+            self.namespace = namespace
+            self.clientID = clientID ?? CFSignClient.randomClientID()
+            self.defaultTimeout = defaultTimeout
+            self.connectTimeout = connectTimeout
+            self.commandTimeout = commandTimeout
+        }
+    }
+
+    public let configuration: Configuration
+    private let replyKey: String
+    private let pusher: Mutex<RedisConnection?>
+    private let waiters = Mutex<Waiters>(Waiters())
+    private let wake = DispatchSemaphore(value: 0)
+    private let closed = Atomic<Bool>(false)
+    private let counter = Atomic<Int>(0)
+
+    /// Opens a client; connects once to fail early on a bad URL or unreachable Redis.
+    public init(configuration: Configuration) throws(CFSignClientError) {
+        self.configuration = configuration
+        self.replyKey = configuration.namespace.reply(configuration.clientID)
+        do {
+            let c = try RedisConnection(url: configuration.redis, connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
+            self.pusher = Mutex(c)
+        } catch {
+            throw .redis(error.message)
+        }
+        let thread = Thread { [self] in readReplies() }
+        thread.name = "cfsign-client-replies"
+        thread.start()
+    }
+
+    /// Opens a client from a Redis URL text and a namespace name.
+    public convenience init(redis: String, namespace: String = "cfsign") throws(CFSignClientError) {
+        let url: RedisURL
+        let ns: Namespace
+        do { url = try RedisURL(parsing: redis) } catch { throw .invalidConfiguration(error.message) }
+        do { ns = try Namespace(namespace) } catch { throw .invalidConfiguration(error.description) }
+        try self.init(configuration: Configuration(redis: url, namespace: ns))
+    }
+
+    /// Stops the reply thread; calls still waiting fail with `.closed`.
+    public func close() {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        wake.signal()
+        let pending = waiters.withLock { w in
+            defer { w.byID.removeAll() }
+            return Array(w.byID.values)
+        }
+        for p in pending { p.finish(.failure(.closed)) }
+    }
+
+    deinit { close() }
+
+    static func randomClientID() -> String {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
+        let random = (0..<6).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
+        return "\(host)-\(ProcessInfo.processInfo.processIdentifier)-\(random)"
+    }
+
+    // MARK: Signing
+
+    /// A signed URL. Fields are checked here first (same rules and messages as the workers), so a bad
+    /// request fails at once without a round trip.
+    public func sign(url: String, expiresIn: Int64? = nil, expiresAt: Int64? = nil, startsAt: Int64? = nil,
+                     ip: String? = nil, resource: String? = nil, hash: HashAlgorithm? = nil, keyID: String? = nil,
+                     timeout: Duration? = nil) async throws(CFSignClientError) -> SignedReply {
+        let request = try SignRequest(url: url, expiresIn: expiresIn, expiresAt: expiresAt, startsAt: startsAt, ip: ip, resource: resource, output: .url, hash: hash, keyID: keyID)
+        return try await sign(request, timeout: timeout)
+    }
+
+    /// The signed-cookie set for a URL (or a wildcard `resource`).
+    public func signCookies(url: String, expiresIn: Int64? = nil, expiresAt: Int64? = nil, startsAt: Int64? = nil,
+                            ip: String? = nil, resource: String? = nil, hash: HashAlgorithm? = nil, keyID: String? = nil,
+                            timeout: Duration? = nil) async throws(CFSignClientError) -> SignedReply {
+        let request = try SignRequest(url: url, expiresIn: expiresIn, expiresAt: expiresAt, startsAt: startsAt, ip: ip, resource: resource, output: .cookies, hash: hash, keyID: keyID)
+        return try await sign(request, timeout: timeout)
+    }
+
+    /// One prepared request.
+    public func sign(_ request: SignRequest, timeout: Duration? = nil) async throws(CFSignClientError) -> SignedReply {
+        try await sign([request], timeout: timeout)[0].get()
+    }
+
+    /// Many requests: enqueued in one round trip (one LPUSH), replies collected as they come.
+    /// Results are in request order; each fails or succeeds on its own.
+    public func sign(_ requests: [SignRequest], timeout: Duration? = nil) async -> [Result<SignedReply, CFSignClientError>] {
+        if requests.isEmpty { return [] }
+        if closed.load(ordering: .acquiring) { return requests.map { _ in .failure(.closed) } }
+        let limit = timeout ?? configuration.defaultTimeout
+        let deadline = ContinuousClock.now + limit
+        let ids = requests.map { _ in configuration.clientID + "-" + String(counter.add(1, ordering: .relaxed).newValue) }
+        let jobs = zip(ids, requests).map { id, r in r.jobJSON(id: id, replyTo: replyKey) }
+        return await withTaskGroup(of: (Int, Result<SignedReply, CFSignClientError>).self) { group in
+            for (i, id) in ids.enumerated() {
+                // Register every waiter before pushing, so no reply can arrive unclaimed.
+                let stream = AsyncStream<Result<SignedReply, CFSignClientError>>.makeStream()
+                waiters.withLock { $0.byID[id] = Waiter(continuation: stream.continuation, deadline: deadline, seconds: limit) }
+                group.addTask { (i, await stream.stream.first(where: { _ in true }) ?? .failure(.closed)) }
+            }
+            if let error = push(jobs) {
+                let failed = waiters.withLock { w in ids.compactMap { w.byID.removeValue(forKey: $0) } }
+                for f in failed { f.finish(.failure(error)) }
+            } else {
+                wake.signal()
+            }
+            var results = [Result<SignedReply, CFSignClientError>?](repeating: nil, count: requests.count)
+            for await (i, r) in group { results[i] = r }
+            return results.map { $0! }
+        }
+    }
+
+    /// LPUSH all jobs in one command; one reconnect attempt if the connection was lost.
+    private func push(_ jobs: [[UInt8]]) -> CFSignClientError? {
+        let args = [Array("LPUSH".utf8), Array(configuration.namespace.jobs.utf8)] + jobs
+        return pusher.withLock { connection -> CFSignClientError? in
+            for attempt in 0..<2 {
+                do throws(RedisError) {
+                    if connection == nil || connection!.isBroken {
+                        connection = try RedisConnection(url: configuration.redis, connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
+                    }
+                    let reply = try connection!.command(bytes: args)
+                    if let e = reply.errorMessage { return .redis("Redis refused LPUSH: \(e)") }
+                    return nil
+                } catch {
+                    connection = nil
+                    if attempt == 1 { return .redis(error.message) }
+                }
+            }
+            return .redis("unreachable")
+        }
+    }
+
+    // MARK: Replies
+
+    private struct Waiter {
+        let continuation: AsyncStream<Result<SignedReply, CFSignClientError>>.Continuation
+        let deadline: ContinuousClock.Instant
+        let seconds: Duration
+
+        func finish(_ result: Result<SignedReply, CFSignClientError>) {
+            continuation.yield(result)
+            continuation.finish()
+        }
+    }
+
+    private struct Waiters {
+        var byID: [String: Waiter] = [:]
+    }
+
+    /// The reply thread: BLPOP the reply list while anyone waits; resolve waiters by id; expire the
+    /// ones past their deadline. Idle clients cost no Redis traffic.
+    private func readReplies() {
+        var connection: RedisConnection?
+        var backoff = Backoff(initial: 0.05, maximum: 2)
+        while !closed.load(ordering: .acquiring) {
+            let nearest = expireOverdue()
+            guard let nearest else {
+                _ = wake.wait(timeout: .now() + 5)
+                continue
+            }
+            do throws(RedisError) {
+                if connection == nil || connection!.isBroken {
+                    connection = try RedisConnection(url: configuration.redis, connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
+                }
+                let untilDeadline = max(0.01, Double((nearest - ContinuousClock.now).components.seconds) + Double((nearest - ContinuousClock.now).components.attoseconds) / 1e18)
+                let block = min(0.5, configuration.commandTimeout / 4, untilDeadline)
+                // Take everything already there in one go, else block briefly for the next one.
+                var replies = try connection!.command(["LPOP", replyKey, "1000"]).array?.compactMap(\.bytes) ?? []
+                if replies.isEmpty {
+                    let r = try connection!.command(["BLPOP", replyKey, String(format: "%.3f", block)])
+                    if let pair = r.array, pair.count == 2, let bytes = pair[1].bytes { replies = [bytes] }
+                }
+                for raw in replies { deliver(raw) }
+                backoff.reset()
+            } catch {
+                connection = nil
+                Thread.sleep(forTimeInterval: backoff.next())
+            }
+        }
+    }
+
+    private func deliver(_ raw: [UInt8]) {
+        guard let parsed = try? SignedReply.parse(raw) else { return }
+        let waiter = waiters.withLock { $0.byID.removeValue(forKey: parsed.id) }
+        // No waiter: a duplicate (at-least-once delivery) or a reply after its timeout. Dropped.
+        waiter?.finish(parsed.result)
+    }
+
+    /// Fails every waiter past its deadline; returns the nearest remaining deadline (nil: none waits).
+    private func expireOverdue() -> ContinuousClock.Instant? {
+        let now = ContinuousClock.now
+        let (overdue, nearest) = waiters.withLock { w -> ([Waiter], ContinuousClock.Instant?) in
+            var overdue: [Waiter] = []
+            var nearest: ContinuousClock.Instant?
+            for (id, waiter) in w.byID {
+                if waiter.deadline <= now {
+                    overdue.append(waiter)
+                    w.byID.removeValue(forKey: id)
+                } else if nearest == nil || waiter.deadline < nearest! {
+                    nearest = waiter.deadline
+                }
+            }
+            return (overdue, nearest)
+        }
+        for w in overdue {
+            w.finish(.failure(.timeout(namespace: configuration.namespace.name, after: w.seconds)))
+        }
+        return nearest
+    }
+}
