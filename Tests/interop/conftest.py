@@ -186,7 +186,7 @@ def bad_key_files(key_dir: Path, test_keys: dict[str, TestKey]) -> dict[str, Pat
 def aws_cli(tmp_path_factory) -> Callable[..., subprocess.CompletedProcess]:
     """Runs the AWS CLI (awscli 1.x of this Python, `python -m awscli`) with no user config or credentials."""
     if importlib.util.find_spec("awscli") is None:
-        pytest.fail("awscli is not installed; python3 -m pip install -r Tests/interop/requirements.txt")
+        pytest.fail("awscli is not installed; scripts/setup (installs Tests/requirements.txt)")
     home = tmp_path_factory.mktemp("aws-config")
     env = dict(os.environ)
     for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
