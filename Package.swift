@@ -23,6 +23,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         .systemLibrary(
@@ -49,7 +52,17 @@ let package = Package(
             dependencies: [
                 "CFSignCore", "CFSignCrypto", "CFSignRedis",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
+            name: "CFSignHTTP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
@@ -59,21 +72,29 @@ let package = Package(
         .executableTarget(
             name: "cfsign",
             dependencies: [
-                "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient",
+                "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(name: "CFSignCoreTests", dependencies: ["CFSignCore"]),
         .testTarget(name: "CFSignCryptoTests", dependencies: ["CFSignCore", "CFSignCrypto"]),
+        // Real redis-server and cfsign worker processes for the Redis and worker tests.
+        .target(
+            name: "CFSignTestSupport",
+            dependencies: ["CFSignRedis"],
+            path: "Tests/CFSignTestSupport"
+        ),
         .testTarget(
             name: "CFSignRedisTests",
-            dependencies: ["CFSignRedis"]
+            dependencies: ["CFSignRedis", "CFSignTestSupport"]
         ),
         .testTarget(
             name: "CFSignWorkerTests",
-            dependencies: ["CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient"]
+            dependencies: ["CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

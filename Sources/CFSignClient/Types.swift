@@ -1,4 +1,5 @@
 import CFSignCore
+import Foundation
 
 /// What can go wrong when asking the fleet for a link.
 public enum CFSignClientError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -83,6 +84,8 @@ public struct SignRequest: Sendable {
         if request.output == .cookies { w.field("output", "cookies") }
         if let h = request.hash { w.field("hash", h.rawValue) }
         if let k = request.keyID { w.field("key_id", k) }
+        // cfsign extension: lets workers export enqueue-to-reply time (cfsign_job_age_seconds).
+        w.field("enqueued_at_ms", Int64((Date().timeIntervalSince1970 * 1000).rounded()))
         w.endObject()
         return w.bytes
     }

@@ -79,6 +79,8 @@ public struct Job: Sendable {
     public let id: String
     public let replyTo: String
     public let request: SigningRequest
+    /// cfsign extension: when the producer pushed the job (epoch ms), for the job-age metric.
+    public let enqueuedAtMilliseconds: Int64?
 }
 
 /// What reading a job's bytes gives.
@@ -134,7 +136,10 @@ public enum JobParser {
             return .dead(error)
         }
         do throws(SigningError) {
-            return .job(Job(id: id, replyTo: replyTo, request: try request(from: &fields)))
+            let request = try request(from: &fields)
+            // Optional extension field; a value of another type is ignored, never refused.
+            let enqueued = (try? fields.integer("enqueued_at_ms")) ?? nil
+            return .job(Job(id: id, replyTo: replyTo, request: request, enqueuedAtMilliseconds: enqueued))
         } catch {
             return .refused(id: id, replyTo: replyTo, error: error)
         }

@@ -55,6 +55,8 @@ public enum URLRules {
             schemeLength = 7
         } else if lower.hasPrefix("https://") || lower.hasPrefix("http://") {
             throw SigningError(.invalidURL, "url scheme must be written in lower case: http:// or https://")
+        } else if lower.hasPrefix("https:") || lower.hasPrefix("http:") {
+            throw SigningError(.invalidURL, "url must start with http:// or https:// (two slashes), e.g. https://d111111abcdef8.cloudfront.net/path")
         } else if let colon = bytes.firstIndex(of: UInt8(ascii: ":")),
                   bytes[..<colon].allSatisfy({ isSchemeCharacter($0) }), colon > 0,
                   !bytes[..<colon].contains(UInt8(ascii: "/")) {
@@ -109,7 +111,7 @@ public enum URLRules {
                 }
                 port = rest.dropFirst()
             }
-        } else if let colon = authority.lastIndex(of: UInt8(ascii: ":")) {
+        } else if let colon = authority.firstIndex(of: UInt8(ascii: ":")) {
             host = authority[..<colon]
             port = authority[(colon + 1)...]
         }

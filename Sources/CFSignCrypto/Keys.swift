@@ -70,18 +70,19 @@ public final class PrivateKey: @unchecked Sendable {
 
     /// Parses PEM text (PKCS#1, SEC1 or PKCS#8, unencrypted). `source` names it in errors.
     public convenience init(pem bytes: [UInt8], source: String) throws(KeyError) {
-        let text = String(decoding: bytes.prefix(64 * 1024), as: UTF8.self)
-        if !text.contains("-----BEGIN ") {
+        // Header checks on the bytes themselves: a String copy of a private key could not be wiped.
+        func has(_ marker: String) -> Bool { bytes.containsSequence(Array(marker.utf8)) }
+        if !has("-----BEGIN ") {
             throw KeyError(source: source, reason: "is not a PEM key (no -----BEGIN line); cfsign reads PEM private keys (PKCS#1, SEC1 or PKCS#8)")
         }
-        if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED") {
+        if has("-----BEGIN ENCRYPTED PRIVATE KEY-----") || has("Proc-Type: 4,ENCRYPTED") {
             throw KeyError(source: source, reason: "is an encrypted private key; give the key unencrypted (e.g. openssl pkey -in KEY -out PLAIN) and protect the file with its mode (0600) instead")
         }
-        let hasPrivate = text.contains("PRIVATE KEY-----")
-        if !hasPrivate, text.contains("-----BEGIN PUBLIC KEY-----") || text.contains("-----BEGIN RSA PUBLIC KEY-----") {
+        let hasPrivate = has("PRIVATE KEY-----")
+        if !hasPrivate, has("-----BEGIN PUBLIC KEY-----") || has("-----BEGIN RSA PUBLIC KEY-----") {
             throw KeyError(source: source, reason: "is a public key; signing needs the private key (the public key is what you upload to CloudFront)")
         }
-        if !hasPrivate, text.contains("-----BEGIN CERTIFICATE-----") {
+        if !hasPrivate, has("-----BEGIN CERTIFICATE-----") {
             throw KeyError(source: source, reason: "is a certificate; signing needs the private key")
         }
         OpenSSL.clearErrors()
@@ -243,6 +244,20 @@ public enum DigestSupport {
     }()
 
     public static var openSSLVersion: String { OpenSSL.versionText }
+}
+
+extension Array where Element == UInt8 {
+    /// True when `needle` occurs in the array (naive search; key files are a few KiB).
+    func containsSequence(_ needle: [UInt8]) -> Bool {
+        guard !needle.isEmpty, needle.count <= count else { return needle.isEmpty }
+        let first = needle[0]
+        var i = 0
+        while i <= count - needle.count {
+            if self[i] == first, self[i..<(i + needle.count)].elementsEqual(needle) { return true }
+            i += 1
+        }
+        return false
+    }
 }
 
 /// Reads a whole file, with errors that name it; refuses anything that is not a regular file or is huge.

@@ -33,6 +33,7 @@ final class ConnectionKeeper {
                 connection = c
                 if hasConnected {
                     state.reconnects.add(1, ordering: .relaxed)
+                    state.metrics.reconnects.increment()
                     logger.notice("reconnected to Redis", metadata: ["connection": "\(role)", "redis": "\(configuration.redis)"])
                 } else {
                     logger.debug("connected to Redis", metadata: ["connection": "\(role)", "redis": "\(configuration.redis)"])

@@ -17,6 +17,9 @@ final class FetchLoop {
     private let inflightKey: [UInt8]
     private let deadKey: [UInt8]
     private let errorLog: ErrorLog
+    /// Set at start and after every failed round trip: the in-flight list may hold jobs this loop
+    /// does not know it took (see `held`), so it is read before anything new is taken.
+    private var recoverHeld = true
 
     init(configuration: WorkerConfiguration, state: WorkerState, logger: Logger) {
         self.configuration = configuration
@@ -27,7 +30,8 @@ final class FetchLoop {
             namespace: ns,
             signer: LinkSigner(limits: SigningLimits(maximumLifetime: configuration.maximumLifetime, defaultHash: configuration.defaultHash, supportedHashes: DigestSupport.signable)),
             workerID: configuration.workerID,
-            concurrency: configuration.concurrency)
+            concurrency: configuration.concurrency,
+            metrics: state.metrics)
         self.keeper = ConnectionKeeper(role: "fetch", configuration: configuration, state: state, logger: logger)
         self.jobsKey = Array(ns.jobs.utf8)
         self.inflightKey = Array(ns.inflight(worker: configuration.workerID).utf8)
@@ -44,19 +48,41 @@ final class FetchLoop {
             state.connected.store(true, ordering: .relaxed)
             do throws(RedisError) {
                 if pending.isEmpty {
-                    let batch = try take(connection)
+                    let batch: [[UInt8]]
+                    if recoverHeld {
+                        batch = try held(connection)
+                        recoverHeld = false
+                    } else {
+                        batch = try take(connection)
+                    }
                     if batch.isEmpty { continue }
+                    state.metrics.batchSize.record(batch.count)
                     pending = processor.process(batch: batch, group: state.keyGroup)
                     deliveryAttempts = 0
                 }
                 deliveryAttempts += 1
                 pending = try deliver(pending, connection, attempt: deliveryAttempts)
             } catch {
-                state.connected.store(false, ordering: .relaxed)
+                state.connected.store(false, ordering: .relaxed)  // readiness: lost until reconnected
+                recoverHeld = true
                 keeper.failed(error, doing: pending.isEmpty ? "taking jobs" : "answering jobs")
             }
         }
         keeper.close()
+    }
+
+    /// Jobs in this worker's in-flight list that the loop holds no outcome for: a take (script or
+    /// BLMOVE) that ran on Redis but whose reply was lost with the connection, or jobs left by an
+    /// earlier process with the same worker id. While this worker's heartbeat lives no reaper
+    /// requeues them, so without this they would wait until the worker stops. Oldest first.
+    private func held(_ connection: RedisConnection) throws(RedisError) -> [[UInt8]] {
+        let reply = try connection.command(bytes: [Array("LRANGE".utf8), inflightKey, Array("0".utf8), Array("-1".utf8)])
+        if let e = reply.errorMessage { keeper.serverError(e, doing: "reading the in-flight list"); return [] }
+        let items = Array((reply.array?.compactMap(\.bytes) ?? []).reversed())
+        if !items.isEmpty {
+            logger.notice("answering jobs found in this worker's in-flight list (taken on a lost connection, or by an earlier process with this id)", metadata: ["jobs": "\(items.count)"])
+        }
+        return items
     }
 
     /// Up to `batch_size` jobs, moved atomically into the in-flight list; blocks a few seconds at most.
@@ -119,16 +145,25 @@ final class FetchLoop {
         return failed + redirected
     }
 
+    /// Counts a job once, when its reply (or dead entry) has been pushed.
     private func count(_ o: Outcome) {
+        let metrics = state.metrics
         switch (o.kind, o.error) {
         case (.dead, let code):
             state.dead.add(1, ordering: .relaxed)
+            metrics.dead[code ?? .invalidJob]?.increment()
             errorLog.dead(code ?? .invalidJob)
         case (.reply, nil):
             state.jobs.add(1, ordering: .relaxed)
+            metrics.signed.increment()
         case (.reply, let code?):
             state.errors.add(1, ordering: .relaxed)
+            metrics.refused[code]?.increment()
             errorLog.refused(code)
+        }
+        if let enqueued = o.enqueuedAtMilliseconds {
+            let age = JobProcessor.milliseconds() - enqueued
+            if age >= 0, age < 86_400_000 { metrics.jobAge.recordMilliseconds(age) }
         }
     }
 

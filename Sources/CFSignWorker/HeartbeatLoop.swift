@@ -29,6 +29,7 @@ final class HeartbeatLoop {
     func register() -> Bool {
         while let connection = keeper.connection(giveUp: { !state.isRunning }) {
             do throws(RedisError) {
+                try checkEvictionPolicy(connection)
                 try beat(connection)
                 return true
             } catch {
@@ -58,11 +59,54 @@ final class HeartbeatLoop {
 
     private func beat(_ connection: RedisConnection) throws(RedisError) {
         let ns = configuration.namespace
+        try sample(connection)
         let replies = try connection.pipeline(strings: [
             ["SET", heartbeatKey, document(), "PX", String(Int(configuration.heartbeatTTL * 1000))],
             ["SADD", ns.workers, configuration.workerID],
         ])
         if let e = replies.compactMap(\.errorMessage).first { keeper.serverError(e, doing: "writing the heartbeat") }
+    }
+
+    private var skewReported = false
+
+    /// Queue gauges and the clock check, in one round trip: TIME is read between two local clock
+    /// readings and compared with their midpoint, so the round trip does not count as skew.
+    private func sample(_ connection: RedisConnection) throws(RedisError) {
+        let ns = configuration.namespace
+        let before = JobProcessor.milliseconds()
+        let r = try connection.pipeline(strings: [["TIME"], ["LLEN", ns.jobs], ["LLEN", ns.inflight(worker: configuration.workerID)], ["LLEN", ns.dead]])
+        let after = JobProcessor.milliseconds()
+        let metrics = state.metrics
+        if let n = r[1].integer { metrics.queueDepth.record(n) }
+        if let n = r[2].integer { metrics.inflight.record(n) }
+        if let n = r[3].integer { metrics.deadListLength.record(n) }
+        guard let t = r[0].array, t.count == 2, let s = t[0].integer, let us = t[1].integer else { return }
+        let skew = (before + after) / 2 - (s * 1000 + us / 1000)
+        state.clockSkewMilliseconds.store(Int(skew), ordering: .relaxed)
+        metrics.clockSkew.record(Double(skew) / 1000)
+        let over = Double(abs(skew)) / 1000 > configuration.clockSkewThreshold
+        if over && !skewReported {
+            logger.warning("this host's clock differs from Redis's; expires_in links will expire early or late by as much. Fix NTP on this host (or on Redis's)", metadata: ["skew_ms": "\(skew)", "threshold_s": "\(configuration.clockSkewThreshold)"])
+        } else if !over && skewReported {
+            logger.notice("clock back within the threshold of Redis's", metadata: ["skew_ms": "\(skew)"])
+        }
+        skewReported = over
+    }
+
+    /// An evicting Redis drops jobs silently: warn (log, heartbeat, metric) unless it is noeviction.
+    private func checkEvictionPolicy(_ connection: RedisConnection) throws(RedisError) {
+        let reply = try connection.command(["CONFIG", "GET", "maxmemory-policy"])
+        let warning: String?
+        if let e = reply.errorMessage {
+            warning = "cannot read maxmemory-policy (\(e)); make sure Redis runs with noeviction"
+        } else if let a = reply.array, a.count == 2, let policy = a[1].string {
+            warning = policy == "noeviction" ? nil : "Redis maxmemory-policy is \(policy): under memory pressure it may evict queued jobs silently; set noeviction"
+        } else {
+            warning = nil
+        }
+        state.setRedisWarning(warning)
+        state.metrics.redisEvicting.record(warning == nil ? 0 : 1)
+        if let warning { logger.warning("\(warning)") }
     }
 
     /// The contract's heartbeat fields (PROTOCOL.md, "Heartbeat"), plus `last_error` and a few extras.
@@ -93,6 +137,9 @@ final class HeartbeatLoop {
         w.field("reconnects", state.reconnects.load(ordering: .relaxed))
         w.key("last_error")
         if let e = state.lastErrorText { w.value(e) } else { w.null() }
+        w.field("clock_skew_ms", state.clockSkewMilliseconds.load(ordering: .relaxed))
+        w.key("redis_warning")
+        if let r = state.redisWarningText { w.value(r) } else { w.null() }
         w.field("concurrency", configuration.concurrency)
         w.field("batch_size", configuration.batchSize)
         w.endObject()

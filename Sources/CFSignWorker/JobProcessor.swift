@@ -15,6 +15,8 @@ struct Outcome: Sendable {
     let kind: Kind
     /// nil for a signed job; the error code otherwise (for logs and counters).
     let error: ErrorCode?
+    /// From the job's optional `enqueued_at_ms`, for the job-age metric.
+    var enqueuedAtMilliseconds: Int64? = nil
 }
 
 /// Turns raw jobs into outcomes: parse, validate, sign. No Redis here; CPU only.
@@ -23,9 +25,17 @@ struct JobProcessor: Sendable {
     let signer: LinkSigner
     let workerID: String
     let concurrency: Int
+    let metrics: WorkerMetrics
 
     /// One job. Never throws and never traps on bad input: every path ends in an outcome.
     func process(_ raw: [UInt8], group: SigningKeyGroup?, now: Int64) -> Outcome {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let outcome = outcome(raw, group: group, now: now)
+        metrics.signDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
+        return outcome
+    }
+
+    private func outcome(_ raw: [UInt8], group: SigningKeyGroup?, now: Int64) -> Outcome {
         switch JobParser.parse(raw, namespace: namespace) {
         case .dead(let error):
             let entry = ReplyEncoder.dead(error: error, job: raw, worker: workerID, atMilliseconds: Self.milliseconds())
@@ -39,9 +49,9 @@ struct JobProcessor: Sendable {
                 }
                 let (keyID, key) = try group.key(for: job.request.keyID)
                 let link = try signer.sign(job.request, key: key, keyID: keyID, now: now)
-                return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.success(id: job.id, link: link)), error: nil)
+                return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.success(id: job.id, link: link)), error: nil, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds)
             } catch {
-                return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.failure(id: job.id, error: error)), error: error.code)
+                return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.failure(id: job.id, error: error)), error: error.code, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds)
             }
         }
     }

@@ -41,6 +41,16 @@ public final class Worker: Service, Sendable {
         }
     }
 
+    /// Ready means: connected to Redis, holding a usable key group, and not draining.
+    public var readiness: (ready: Bool, detail: String) {
+        if !state.isRunning { return (false, "draining") }
+        if !state.connected.load(ordering: .relaxed) { return (false, "not connected to Redis") }
+        guard let group = state.keyGroup else {
+            return (false, "no usable key group" + (state.keyGroupRefusal.map { " (refused: \($0.reason))" } ?? ""))
+        }
+        return (true, "ready: key group version \(group.version)")
+    }
+
     /// Stops taking jobs; held jobs are still signed and answered. A second signal exits at once.
     public func beginDrain() {
         guard state.phase.compareExchange(expected: .running, desired: .draining, ordering: .acquiringAndReleasing).exchanged else { return }

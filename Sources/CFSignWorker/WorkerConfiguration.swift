@@ -43,6 +43,10 @@ public struct WorkerConfiguration: Sendable {
     public var allowInlineKeys = false
     /// `allow_group_readable_keys`: accept key files with mode & 077 != 0. Default false.
     public var allowGroupReadableKeys = false
+    /// `clock_skew_threshold`: seconds this worker's clock may differ from Redis's before it warns. Default 1.
+    public var clockSkewThreshold: Double = 1
+    /// `http_address`: HOST:PORT for /metrics, /healthz, /readyz; off when empty. Default off.
+    public var httpAddress: String? = nil
     /// `log_level`: trace, debug, info, notice, warning, error, critical. Default info.
     public var logLevel: String = "info"
 
@@ -105,6 +109,14 @@ extension WorkerConfiguration {
         },
         Setting(key: "allow_inline_keys") { c, v throws(ConfigurationError) in c.allowInlineKeys = try bool(v) },
         Setting(key: "allow_group_readable_keys") { c, v throws(ConfigurationError) in c.allowGroupReadableKeys = try bool(v) },
+        Setting(key: "clock_skew_threshold") { c, v throws(ConfigurationError) in c.clockSkewThreshold = try seconds(v, 0.001...3600) },
+        Setting(key: "http_address") { c, v throws(ConfigurationError) in
+            if v.isEmpty { c.httpAddress = nil; return }
+            guard let colon = v.lastIndex(of: ":"), !v[..<colon].isEmpty, let port = Int(v[v.index(after: colon)...]), (0...65535).contains(port) else {
+                throw ConfigurationError("must be HOST:PORT, e.g. 127.0.0.1:9464 or 0.0.0.0:9464")
+            }
+            c.httpAddress = v
+        },
         Setting(key: "log_level") { c, v throws(ConfigurationError) in
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(v) else {
                 throw ConfigurationError("must be one of trace, debug, info, notice, warning, error, critical")

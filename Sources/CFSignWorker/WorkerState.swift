@@ -18,6 +18,14 @@ final class WorkerState: Sendable {
     private let refusal = Mutex<Refusal?>(nil)
     private let lastError = Mutex<String?>(nil)
     let phase = Atomic<Phase>(.running)
+    let metrics = WorkerMetrics()
+    /// This worker's clock minus Redis's, in milliseconds, from the last heartbeat.
+    let clockSkewMilliseconds = Atomic<Int>(0)
+    /// Set when Redis may evict keys (maxmemory-policy other than noeviction), or cannot be asked.
+    private let redisWarning = Mutex<String?>(nil)
+
+    var redisWarningText: String? { redisWarning.withLock { $0 } }
+    func setRedisWarning(_ text: String?) { redisWarning.withLock { $0 = text } }
 
     let jobs = Atomic<Int>(0)
     let errors = Atomic<Int>(0)
@@ -33,15 +41,22 @@ final class WorkerState: Sendable {
     func swapIn(_ newGroup: SigningKeyGroup) {
         group.withLock { $0 = newGroup }
         refusal.withLock { $0 = nil }
+        metrics.keyGroupVersion.record(newGroup.version)
+        metrics.keyGroupRefused.record(0)
     }
 
     /// Records a refusal; returns false when it is the same as the last one (so it is logged once).
     func refuse(_ r: Refusal) -> Bool {
-        refusal.withLock { current in
+        let isNew = refusal.withLock { current in
             if current == r { return false }
             current = r
             return true
         }
+        if isNew {
+            metrics.keyGroupRefusals.increment()
+            metrics.keyGroupRefused.record(1)
+        }
+        return isNew
     }
 
     func noteError(_ text: String) { lastError.withLock { $0 = text } }

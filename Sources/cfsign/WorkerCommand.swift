@@ -2,6 +2,9 @@ import ArgumentParser
 import CFSignWorker
 import Foundation
 import Logging
+import CFSignHTTP
+import Metrics
+import Prometheus
 import ServiceLifecycle
 
 struct Worker: AsyncParsableCommand {
@@ -42,6 +45,9 @@ struct Worker: AsyncParsableCommand {
     @Flag(help: "Accept private_key_pem inline in the key group (development and tests only).")
     var allowInlineKeys = false
 
+    @Option(help: ArgumentHelp("Serve /metrics (Prometheus), /healthz and /readyz on HOST:PORT. Off unless set.", valueName: "host:port"))
+    var httpAddress: String?
+
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. Default info.", valueName: "level"))
     var logLevel: String?
 
@@ -55,6 +61,7 @@ struct Worker: AsyncParsableCommand {
         if let workerId { overrides.append(("worker_id", workerId)) }
         if allowInlineKeys { overrides.append(("allow_inline_keys", "true")) }
         if let logLevel { overrides.append(("log_level", logLevel)) }
+        if let httpAddress { overrides.append(("http_address", httpAddress)) }
         let configuration: WorkerConfiguration
         do {
             configuration = try WorkerConfiguration.load(file: config, environment: ProcessInfo.processInfo.environment, overrides: overrides)
@@ -63,11 +70,43 @@ struct Worker: AsyncParsableCommand {
         }
         Logging.bootstrapStderr(level: Logger.Level(rawValue: configuration.logLevel) ?? .info)
         let logger = Logger(label: "cfsign.worker")
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let worker = CFSignWorker.Worker(configuration: configuration, logger: logger)
+        var http: HTTPServer?
+        if let address = configuration.httpAddress, let (host, port) = HTTPServer.parseAddress(address) {
+            do {
+                http = try HTTPServer(host: host, port: port, logger: logger) { request in
+                    WorkerEndpoints.respond(to: request, worker: worker, registry: registry)
+                }
+                logger.notice("serving /metrics, /healthz, /readyz", metadata: ["http_address": "\(address)"])
+            } catch {
+                throw Terminal.fail(nil, "worker not started: cannot listen on http_address \(address): \(error)")
+            }
+        }
+        defer { http?.shutdown() }
         var groupConfiguration = ServiceGroupConfiguration(services: [.init(service: worker)], logger: logger)
         groupConfiguration.gracefulShutdownSignals = [.sigterm, .sigint]
         let group = ServiceGroup(configuration: groupConfiguration)
         try await group.run()
+    }
+}
+
+/// The worker's HTTP endpoints.
+enum WorkerEndpoints {
+    static func respond(to request: HTTPRequest, worker: CFSignWorker.Worker, registry: PrometheusCollectorRegistry) -> HTTPResponse {
+        guard request.method == "GET" || request.method == "HEAD" else { return .text(405, "only GET and HEAD\n") }
+        switch request.path {
+        case "/metrics":
+            return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: registry.emitToBuffer())
+        case "/healthz":
+            return .text(200, "ok\n")
+        case "/readyz":
+            let (ready, detail) = worker.readiness
+            return .text(ready ? 200 : 503, detail + "\n")
+        default:
+            return .text(404, "not found: /metrics, /healthz, /readyz\n")
+        }
     }
 }
 
