@@ -3,72 +3,84 @@ import CFSignCrypto
 import CFSignRedis
 import Foundation
 import Logging
+import Synchronization
 
-/// The fetch thread: take a batch into this worker's in-flight list, sign it on the Dispatch pool,
-/// answer it in one pipelined round trip, repeat. One batch at a time: bounded memory and natural
-/// back-pressure; a stopping worker finishes and answers what it holds before it leaves.
-final class FetchLoop {
+/// The worker's pipeline: take → sign → reply, each stage on its own thread, handing batches on
+/// through bounded queues. Taking the next batch and answering the last one overlap with signing,
+/// so the cores sign while Redis round trips are in flight; the queues bound what a worker holds.
+final class Pipeline: Sendable {
+    let toSign = Handoff<[[UInt8]]>(capacity: 1)
+    let toReply = Handoff<[Outcome]>(capacity: 2)
+    /// Jobs taken and not yet answered (or given up on); the take stage reads its in-flight list
+    /// for lost jobs only when this is zero, so it never re-reads jobs the pipeline still holds.
+    let held = Atomic<Int>(0)
+    /// Set by the reply stage when it gives up on jobs: the take stage then recovers them.
+    let recoveryRequested = Atomic<Bool>(false)
+
+    /// The sign stage: parse, validate and sign each batch on the Dispatch pool.
+    static func sign(_ pipeline: Pipeline, processor: JobProcessor, state: WorkerState) {
+        while let batch = pipeline.toSign.take() {
+            pipeline.toReply.put(processor.process(batch: batch, group: state.keyGroup))
+        }
+        pipeline.toReply.close()
+    }
+}
+
+/// The take stage: move batches of jobs atomically from the queue into this worker's in-flight list.
+/// Stops taking when the worker drains; what it took is still signed and answered downstream.
+final class TakeLoop {
     private let configuration: WorkerConfiguration
     private let state: WorkerState
-    private let processor: JobProcessor
+    private let pipeline: Pipeline
     private let logger: Logger
     private let keeper: ConnectionKeeper
     private let jobsKey: [UInt8]
     private let inflightKey: [UInt8]
-    private let deadKey: [UInt8]
-    private let errorLog: ErrorLog
     /// Set at start and after every failed round trip: the in-flight list may hold jobs this loop
     /// does not know it took (see `held`), so it is read before anything new is taken.
     private var recoverHeld = true
 
-    init(configuration: WorkerConfiguration, state: WorkerState, logger: Logger) {
+    init(configuration: WorkerConfiguration, state: WorkerState, pipeline: Pipeline, logger: Logger) {
         self.configuration = configuration
         self.state = state
+        self.pipeline = pipeline
         self.logger = logger
         let ns = configuration.namespace
-        self.processor = JobProcessor(
-            namespace: ns,
-            signer: LinkSigner(limits: SigningLimits(maximumLifetime: configuration.maximumLifetime, defaultHash: configuration.defaultHash, supportedHashes: DigestSupport.signable)),
-            workerID: configuration.workerID,
-            concurrency: configuration.concurrency,
-            metrics: state.metrics)
-        self.keeper = ConnectionKeeper(role: "fetch", configuration: configuration, state: state, logger: logger)
+        self.keeper = ConnectionKeeper(role: "take", configuration: configuration, state: state, logger: logger)
         self.jobsKey = Array(ns.jobs.utf8)
         self.inflightKey = Array(ns.inflight(worker: configuration.workerID).utf8)
-        self.deadKey = Array(ns.dead.utf8)
-        self.errorLog = ErrorLog(logger: logger)
     }
 
     func run() {
-        var pending: [Outcome] = []
-        var deliveryAttempts = 0
-        while true {
-            if pending.isEmpty && !state.isRunning { break }
-            guard let connection = keeper.connection(giveUp: { pending.isEmpty && !state.isRunning }) else { break }
+        while state.isRunning {
+            guard let connection = keeper.connection(giveUp: { !state.isRunning }) else { break }
             state.connected.store(true, ordering: .relaxed)
             do throws(RedisError) {
-                if pending.isEmpty {
-                    let batch: [[UInt8]]
-                    if recoverHeld {
-                        batch = try held(connection)
-                        recoverHeld = false
-                    } else {
-                        batch = try take(connection)
+                if pipeline.recoveryRequested.exchange(false, ordering: .acquiringAndReleasing) { recoverHeld = true }
+                let batch: [[UInt8]]
+                if recoverHeld {
+                    // Only once the pipeline holds nothing: then every in-flight job is a lost one.
+                    if pipeline.held.load(ordering: .acquiring) > 0 {
+                        Thread.sleep(forTimeInterval: 0.01)
+                        continue
                     }
-                    if batch.isEmpty { continue }
-                    state.metrics.batchSize.record(batch.count)
-                    pending = processor.process(batch: batch, group: state.keyGroup)
-                    deliveryAttempts = 0
+                    batch = try held(connection)
+                    recoverHeld = false
+                } else {
+                    batch = try take(connection)
                 }
-                deliveryAttempts += 1
-                pending = try deliver(pending, connection, attempt: deliveryAttempts)
+                if batch.isEmpty { continue }
+                state.metrics.batchSize.record(batch.count)
+                pipeline.held.add(batch.count, ordering: .releasing)
+                pipeline.toSign.put(batch)
             } catch {
                 state.connected.store(false, ordering: .relaxed)  // readiness: lost until reconnected
                 recoverHeld = true
-                keeper.failed(error, doing: pending.isEmpty ? "taking jobs" : "answering jobs")
+                keeper.failed(error, doing: "taking jobs")
             }
         }
         keeper.close()
+        pipeline.toSign.close()
     }
 
     /// Jobs in this worker's in-flight list that the loop holds no outcome for: a take (script or
@@ -106,6 +118,51 @@ final class FetchLoop {
         return reply.array?.compactMap(\.bytes) ?? []
     }
 
+}
+
+/// The reply stage: answer each signed batch in one pipelined round trip on its own connection;
+/// a lost connection is re-opened and the same replies are sent again (the reply script answers
+/// each job at most once). A draining worker leaves only when everything it took is answered.
+final class ReplyLoop {
+    private let configuration: WorkerConfiguration
+    private let state: WorkerState
+    private let pipeline: Pipeline
+    private let logger: Logger
+    private let keeper: ConnectionKeeper
+    private let inflightKey: [UInt8]
+    private let deadKey: [UInt8]
+    private let errorLog: ErrorLog
+
+    init(configuration: WorkerConfiguration, state: WorkerState, pipeline: Pipeline, logger: Logger) {
+        self.configuration = configuration
+        self.state = state
+        self.pipeline = pipeline
+        self.logger = logger
+        let ns = configuration.namespace
+        self.keeper = ConnectionKeeper(role: "reply", configuration: configuration, state: state, logger: logger)
+        self.inflightKey = Array(ns.inflight(worker: configuration.workerID).utf8)
+        self.deadKey = Array(ns.dead.utf8)
+        self.errorLog = ErrorLog(logger: logger)
+    }
+
+    func run() {
+        while let outcomes = pipeline.toReply.take() {
+            var pending = outcomes
+            var attempts = 0
+            while !pending.isEmpty {
+                guard let connection = keeper.connection(giveUp: { false }) else { break }
+                do throws(RedisError) {
+                    attempts += 1
+                    pending = try deliver(pending, connection, attempt: attempts)
+                } catch {
+                    keeper.failed(error, doing: "answering jobs")
+                }
+            }
+            pipeline.held.add(-outcomes.count, ordering: .releasing)
+        }
+        keeper.close()
+    }
+
     /// Answers a batch in one round trip; returns the outcomes that must be tried again.
     private func deliver(_ outcomes: [Outcome], _ connection: RedisConnection, attempt: Int) throws(RedisError) -> [Outcome] {
         let ttl = Array(String(configuration.replyTTL).utf8)
@@ -137,7 +194,8 @@ final class FetchLoop {
         }
         if !failed.isEmpty {
             if attempt >= 10 {
-                logger.error("giving up answering jobs after 10 attempts; they stay in this worker's in-flight list and are requeued when it stops", metadata: ["jobs": "\(failed.count)", "error": "\(state.lastErrorText ?? "")"])
+                logger.error("giving up answering jobs after 10 attempts; they stay in this worker's in-flight list and are taken again", metadata: ["jobs": "\(failed.count)", "error": "\(state.lastErrorText ?? "")"])
+                pipeline.recoveryRequested.store(true, ordering: .releasing)
                 return redirected
             }
             keeper.serverError(state.lastErrorText ?? "error reply", doing: "answering jobs")

@@ -117,10 +117,26 @@ public final class Worker: Service, Sendable {
             logger.notice("stopped before registering")
             return
         }
-        Self.spawn("cfsign-fetch", group: group) { [self] in
-            FetchLoop(configuration: configuration, state: state, logger: logger).run()
+        let pipeline = Pipeline()
+        let processor = JobProcessor(
+            namespace: configuration.namespace,
+            signer: LinkSigner(limits: SigningLimits(maximumLifetime: configuration.maximumLifetime, defaultHash: configuration.defaultHash, supportedHashes: DigestSupport.signable)),
+            workerID: configuration.workerID, concurrency: configuration.concurrency, metrics: state.metrics)
+        let stages = DispatchGroup()
+        Self.spawn("cfsign-take", group: stages) { [self] in
+            TakeLoop(configuration: configuration, state: state, pipeline: pipeline, logger: logger).run()
+        }
+        Self.spawn("cfsign-sign", group: stages) { [state] in
+            Pipeline.sign(pipeline, processor: processor, state: state)
+        }
+        Self.spawn("cfsign-reply", group: stages) { [self] in
+            ReplyLoop(configuration: configuration, state: state, pipeline: pipeline, logger: logger).run()
+        }
+        group.enter()
+        stages.notify(queue: .global()) { [self] in
             fetchFinished.store(true, ordering: .releasing)
             heartbeatWake.signal()
+            group.leave()
         }
         logger.notice("running", metadata: ["keygroup_version": "\(state.keyGroup.map { String($0.version) } ?? "none")"])
         group.wait()

@@ -1,0 +1,36 @@
+import Dispatch
+import Synchronization
+
+/// A bounded FIFO between two pipeline threads: `put` waits while it is full (back-pressure: the
+/// worker never holds more than a few batches), `take` waits while it is empty, and after `close`
+/// takers drain what is left and then get nil.
+final class Handoff<Item: Sendable>: Sendable {
+    private let items = Mutex<(queue: [Item], closed: Bool)>(([], false))
+    private let filled = DispatchSemaphore(value: 0)
+    private let free: DispatchSemaphore
+
+    init(capacity: Int) { free = DispatchSemaphore(value: capacity) }
+
+    func put(_ item: Item) {
+        free.wait()
+        items.withLock { $0.queue.append(item) }
+        filled.signal()
+    }
+
+    /// The next item, or nil once closed and empty.
+    func take() -> Item? {
+        filled.wait()
+        let item: Item? = items.withLock { state in
+            if state.queue.isEmpty { return nil }
+            return state.queue.removeFirst()
+        }
+        if item != nil { free.signal() } else { filled.signal() }  // keep waking other takers after close
+        return item
+    }
+
+    /// No more puts; takers get the rest, then nil.
+    func close() {
+        items.withLock { $0.closed = true }
+        filled.signal()
+    }
+}
