@@ -129,7 +129,16 @@ public final class CFSignClient: Sendable {
             for (i, id) in ids.enumerated() {
                 // Register every waiter before pushing, so no reply can arrive unclaimed.
                 let stream = AsyncStream<Result<SignedReply, CFSignClientError>>.makeStream()
-                waiters.withLock { $0.byID[id] = Waiter(continuation: stream.continuation, deadline: deadline, seconds: limit) }
+                let waiter = Waiter(continuation: stream.continuation, deadline: deadline, seconds: limit)
+                // `closed` is checked under the lock close() takes after setting it: a call racing
+                // close() either sees the flag here or has its waiter failed by close(); never both
+                // missed (the reply thread is gone after close, so a missed waiter would wait forever).
+                let registered = waiters.withLock { w -> Bool in
+                    if closed.load(ordering: .acquiring) { return false }
+                    w.byID[id] = waiter
+                    return true
+                }
+                if !registered { waiter.finish(.failure(.closed)) }
                 group.addTask { (i, await stream.stream.first(where: { _ in true }) ?? .failure(.closed)) }
             }
             if let error = push(jobs) {

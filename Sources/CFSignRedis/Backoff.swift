@@ -1,5 +1,6 @@
-/// Capped exponential backoff with full jitter, for reconnecting: many workers that lost one Redis do
-/// not all come back in the same millisecond.
+/// Capped exponential backoff with "equal jitter" (a delay drawn from [ceiling/2, ceiling]), for
+/// reconnecting: many workers that lost one Redis do not all come back in the same millisecond, and
+/// none retries much sooner than the schedule says.
 public struct Backoff: Sendable {
     public let initial: Double
     public let maximum: Double

@@ -95,6 +95,7 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
             }
         } else if let colon = rest.lastIndex(of: ":") {
             host = rest[..<colon]
+            if host.contains(":") { throw bad("has an IPv6 host without brackets; write redis://[::1]:6379") }
             guard let p = Int(rest[rest.index(after: colon)...]), (1...65535).contains(p) else { throw bad("has an invalid port") }
             port = p
         } else {

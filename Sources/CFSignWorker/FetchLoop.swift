@@ -192,6 +192,7 @@ final class ReplyLoop {
             default: break  // 0: no longer ours (requeued while we stalled); whoever holds it answers.
             }
         }
+        audit(zip(outcomes, replies).filter { $0.1.integer == 1 }.map(\.0), connection)
         if !failed.isEmpty {
             if attempt >= 10 {
                 logger.error("giving up answering jobs after 10 attempts; they stay in this worker's in-flight list and are taken again", metadata: ["jobs": "\(failed.count)", "error": "\(state.lastErrorText ?? "")"])
@@ -201,6 +202,34 @@ final class ReplyLoop {
             keeper.serverError(state.lastErrorText ?? "error reply", doing: "answering jobs")
         }
         return failed + redirected
+    }
+
+    /// Appends answered jobs to the audit trail: a capped stream (XADD MAXLEN ~) or log lines.
+    /// Best effort: an audit failure is logged and never holds up replies.
+    private func audit(_ answered: [Outcome], _ connection: RedisConnection) {
+        let records = answered.compactMap(\.audit)
+        guard !records.isEmpty else { return }
+        switch configuration.audit {
+        case .off: return
+        case .log:
+            for r in records {
+                logger.info("audit", metadata: Logger.Metadata(uniqueKeysWithValues: r.fields.map { ($0.0, Logger.MetadataValue.string($0.1)) }))
+            }
+        case .stream:
+            let key = Array(configuration.namespace.audit.utf8)
+            let length = Array(String(configuration.auditStreamLength).utf8)
+            let now = Array(String(JobProcessor.milliseconds()).utf8)
+            let commands: [[[UInt8]]] = records.map { r in
+                [Array("XADD".utf8), key, Array("MAXLEN".utf8), Array("~".utf8), length, Array("*".utf8), Array("at".utf8), now]
+                    + r.fields.flatMap { [Array($0.0.utf8), Array($0.1.utf8)] }
+            }
+            do {
+                let replies = try connection.pipeline(commands)
+                if let e = replies.compactMap(\.errorMessage).first { state.noteError("audit: \(e)") }
+            } catch {
+                state.noteError("audit: \(error.message)")
+            }
+        }
     }
 
     /// Counts a job once, when its reply (or dead entry) has been pushed.

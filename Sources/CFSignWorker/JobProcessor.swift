@@ -17,6 +17,29 @@ struct Outcome: Sendable {
     let error: ErrorCode?
     /// From the job's optional `enqueued_at_ms`, for the job-age metric.
     var enqueuedAtMilliseconds: Int64? = nil
+    /// What the audit trail records for this job (only built when auditing is on).
+    var audit: AuditRecord? = nil
+}
+
+/// One audit entry: who asked for what, and what they got. Never a signature or key material.
+struct AuditRecord: Sendable {
+    let id: String
+    let replyTo: String
+    let url: String
+    let resource: String?
+    let expiresAt: Int64?
+    let keyID: String?
+    /// `ok`, or the error code (`dead:<code>` for dead-list jobs).
+    let outcome: String
+
+    /// Field/value pairs for XADD or a log line.
+    var fields: [(String, String)] {
+        var f: [(String, String)] = [("id", id), ("reply_to", replyTo), ("url", url), ("outcome", outcome)]
+        if let resource { f.append(("resource", resource)) }
+        if let expiresAt { f.append(("expires_at", String(expiresAt))) }
+        if let keyID { f.append(("key_id", keyID)) }
+        return f
+    }
 }
 
 /// Turns raw jobs into outcomes: parse, validate, sign. No Redis here; CPU only.
@@ -26,13 +49,35 @@ struct JobProcessor: Sendable {
     let workerID: String
     let concurrency: Int
     let metrics: WorkerMetrics
+    var auditing = false
 
     /// One job. Never throws and never traps on bad input: every path ends in an outcome.
     func process(_ raw: [UInt8], group: SigningKeyGroup?, now: Int64) -> Outcome {
         let start = DispatchTime.now().uptimeNanoseconds
-        let outcome = outcome(raw, group: group, now: now)
+        var outcome = outcome(raw, group: group, now: now)
         metrics.signDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
+        if auditing { outcome.audit = auditRecord(raw, outcome: outcome, group: group) }
         return outcome
+    }
+
+    /// Re-reads the job for the audit trail (only when auditing, off the hot path otherwise).
+    private func auditRecord(_ raw: [UInt8], outcome: Outcome, group: SigningKeyGroup?) -> AuditRecord {
+        let result = outcome.error.map { $0.rawValue } ?? "ok"
+        switch JobParser.parse(raw, namespace: namespace) {
+        case .dead(let error):
+            return AuditRecord(id: "", replyTo: "", url: "", resource: nil, expiresAt: nil, keyID: nil, outcome: "dead:" + error.code.rawValue)
+        case .refused(let id, let replyTo, let error):
+            return AuditRecord(id: id, replyTo: replyTo, url: "", resource: nil, expiresAt: nil, keyID: nil, outcome: error.code.rawValue)
+        case .job(let job):
+            var expiresAt: Int64? = nil
+            if outcome.error == nil, case .reply(_, let payload) = outcome.kind,
+               let reply = try? JSONReader.parse(payload), case .integer(let e)? = reply[member: "expires_at"] {
+                expiresAt = e
+            }
+            let keyID = outcome.error == nil ? (job.request.keyID ?? group?.activeID) : job.request.keyID
+            return AuditRecord(id: job.id, replyTo: job.replyTo, url: job.request.url, resource: job.request.resource,
+                               expiresAt: expiresAt, keyID: keyID, outcome: result)
+        }
     }
 
     private func outcome(_ raw: [UInt8], group: SigningKeyGroup?, now: Int64) -> Outcome {

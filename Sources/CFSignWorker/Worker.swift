@@ -86,7 +86,11 @@ public final class Worker: Service, Sendable {
             "concurrency": "\(configuration.concurrency)", "batch_size": "\(configuration.batchSize)",
             "openssl": "\(DigestSupport.openSSLVersion)", "digests": "\(hashes.joined(separator: ","))",
             "default_hash": "\(configuration.defaultHash.rawValue)",
+            "signing_policy": "\(configuration.rules.summary)", "audit": "\(configuration.audit.rawValue)",
         ])
+        if configuration.rules.isEmpty {
+            logger.warning("no signing policy: any producer can get a link to any host and path, up to max_lifetime; set allowed_hosts / allowed_path_prefixes (worker-config/worker.conf)")
+        }
         if !DigestSupport.signable.contains(configuration.defaultHash) {
             logger.warning("this OpenSSL will not sign with the default hash; jobs that do not name another get unsupported_hash", metadata: ["default_hash": "\(configuration.defaultHash.rawValue)"])
         }
@@ -118,16 +122,18 @@ public final class Worker: Service, Sendable {
             return
         }
         let pipeline = Pipeline()
-        let processor = JobProcessor(
+        var processor = JobProcessor(
             namespace: configuration.namespace,
-            signer: LinkSigner(limits: SigningLimits(maximumLifetime: configuration.maximumLifetime, defaultHash: configuration.defaultHash, supportedHashes: DigestSupport.signable)),
+            signer: LinkSigner(limits: SigningLimits(maximumLifetime: configuration.maximumLifetime, defaultHash: configuration.defaultHash, supportedHashes: DigestSupport.signable), rules: configuration.rules),
             workerID: configuration.workerID, concurrency: configuration.concurrency, metrics: state.metrics)
+        processor.auditing = configuration.audit != .off
+        let signingProcessor = processor
         let stages = DispatchGroup()
         Self.spawn("cfsign-take", group: stages) { [self] in
             TakeLoop(configuration: configuration, state: state, pipeline: pipeline, logger: logger).run()
         }
         Self.spawn("cfsign-sign", group: stages) { [state] in
-            Pipeline.sign(pipeline, processor: processor, state: state)
+            Pipeline.sign(pipeline, processor: signingProcessor, state: state)
         }
         Self.spawn("cfsign-reply", group: stages) { [self] in
             ReplyLoop(configuration: configuration, state: state, pipeline: pipeline, logger: logger).run()

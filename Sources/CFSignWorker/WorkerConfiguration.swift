@@ -47,6 +47,13 @@ public struct WorkerConfiguration: Sendable {
     public var clockSkewThreshold: Double = 1
     /// `http_address`: HOST:PORT for /metrics, /healthz, /readyz; off when empty. Default off.
     public var httpAddress: String? = nil
+    /// Signing policy: `allowed_hosts`, `allowed_path_prefixes`, `prefix_max_lifetimes`,
+    /// `resource_wildcards` (any, within-prefix, none). Default: no rules.
+    public var rules = SigningRules()
+    /// `audit`: off, stream (a capped `{NS}:audit` stream) or log (one log line per job). Default off.
+    public var audit: AuditMode = .off
+    /// `audit_stream_length`: the audit stream is trimmed to about this many entries. Default 100000.
+    public var auditStreamLength: Int = 100_000
     /// `log_level`: trace, debug, info, notice, warning, error, critical. Default info.
     public var logLevel: String = "info"
 
@@ -61,6 +68,11 @@ public struct WorkerConfiguration: Sendable {
 }
 
 /// A setting that cannot be used: names the setting, where it came from, and what is allowed.
+/// Where the audit trail of signed and refused jobs goes.
+public enum AuditMode: String, Sendable {
+    case off, stream, log
+}
+
 public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
     public let message: String
     public init(_ message: String) { self.message = message }
@@ -117,6 +129,27 @@ extension WorkerConfiguration {
             }
             c.httpAddress = v
         },
+        Setting(key: "allowed_hosts") { c, v throws(ConfigurationError) in
+            c.rules.allowedHosts = SigningRules.parseList(v).map { $0.lowercased() }
+        },
+        Setting(key: "allowed_path_prefixes") { c, v throws(ConfigurationError) in
+            let prefixes = SigningRules.parseList(v)
+            guard prefixes.allSatisfy({ $0.hasPrefix("/") }) else { throw ConfigurationError("must be a comma-separated list of paths starting with '/', e.g. /invoices/, /reports/") }
+            c.rules.allowedPathPrefixes = prefixes
+        },
+        Setting(key: "prefix_max_lifetimes") { c, v throws(ConfigurationError) in
+            guard let l = SigningRules.parseLifetimes(v) else { throw ConfigurationError("must be a comma-separated list of /prefix=duration, e.g. /invoices/=30d, /media/=1h") }
+            c.rules.prefixLifetimes = l
+        },
+        Setting(key: "resource_wildcards") { c, v throws(ConfigurationError) in
+            guard let w = SigningRules.Wildcards(rawValue: v) else { throw ConfigurationError("must be any, within-prefix or none") }
+            c.rules.wildcards = w
+        },
+        Setting(key: "audit") { c, v throws(ConfigurationError) in
+            guard let a = AuditMode(rawValue: v) else { throw ConfigurationError("must be off, stream or log") }
+            c.audit = a
+        },
+        Setting(key: "audit_stream_length") { c, v throws(ConfigurationError) in c.auditStreamLength = try int(v, 100...100_000_000) },
         Setting(key: "log_level") { c, v throws(ConfigurationError) in
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(v) else {
                 throw ConfigurationError("must be one of trace, debug, info, notice, warning, error, critical")

@@ -1,0 +1,122 @@
+import CFSignRedis
+import Testing
+
+@Suite("Redis URLs: redis://[user:password@]host:port[/db] and unix:///path[?db=N]")
+struct RedisURLTests {
+    private func refusal(_ text: String) -> RedisError? {
+        #expect(throws: RedisError.self) { try RedisURL(parsing: text) }
+    }
+
+    @Test func hostPortAndDatabase() throws {
+        let url = try RedisURL(parsing: "redis://redis.internal:6380/4")
+        #expect(url.endpoint == .tcp(host: "redis.internal", port: 6380))
+        #expect(url.database == 4)
+        #expect(url.username == nil)
+        #expect(url.password == nil)
+    }
+
+    @Test func portDefaultsTo6379AndDatabaseTo0() throws {
+        let url = try RedisURL(parsing: "redis://redis.internal")
+        #expect(url.endpoint == .tcp(host: "redis.internal", port: 6379))
+        #expect(url.database == 0)
+        #expect(try RedisURL(parsing: "redis://redis.internal:7000/").database == 0)
+    }
+
+    @Test func userAndPasswordArePercentDecoded() throws {
+        let url = try RedisURL(parsing: "redis://ali%63e:p%40ss%3Aw%2Fo%25rd@127.0.0.1:6379/1")
+        #expect(url.username == "alice")
+        #expect(url.password == "p@ss:w/o%rd")
+        #expect(url.endpoint == .tcp(host: "127.0.0.1", port: 6379))
+        #expect(url.database == 1)
+    }
+
+    @Test func passwordWithoutUserUsesTheDefaultUser() throws {
+        let url = try RedisURL(parsing: "redis://:s3cret@127.0.0.1:6379")
+        #expect(url.username == nil)
+        #expect(url.password == "s3cret")
+    }
+
+    @Test func bracketedIPv6Host() throws {
+        let url = try RedisURL(parsing: "redis://[::1]:6380")
+        #expect(url.endpoint == .tcp(host: "::1", port: 6380))
+        #expect(try RedisURL(parsing: "redis://[::1]").endpoint == .tcp(host: "::1", port: 6379))
+        #expect(url.description == "redis://[::1]:6380")
+    }
+
+    @Test func unixSocketWithDatabase() throws {
+        let url = try RedisURL(parsing: "unix:///run/redis/redis.sock?db=2")
+        #expect(url.endpoint == .unix(path: "/run/redis/redis.sock"))
+        #expect(url.database == 2)
+        #expect(try RedisURL(parsing: "unix:///run/redis/redis.sock").database == 0)
+    }
+
+    @Test func unixSocketWithPassword() throws {
+        let url = try RedisURL(parsing: "unix://alice:s3cret@/run/redis/redis.sock")
+        #expect(url.endpoint == .unix(path: "/run/redis/redis.sock"))
+        #expect(url.username == "alice")
+        #expect(url.password == "s3cret")
+        #expect(!url.description.contains("s3cret"))
+    }
+
+    @Test func tlsIsRefusedBecauseHiredis014HasNoTLS() {
+        let error = refusal("rediss://redis.internal:6380")
+        #expect(error?.kind == .invalidURL)
+        #expect(error?.message.contains("TLS") == true)
+        #expect(error?.message.contains("hiredis (0.14)") == true)
+    }
+
+    @Test(arguments: ["redis://host:0", "redis://host:65536", "redis://host:port", "redis://host:", "redis://[::1]x", "redis://[::1]:99999"])
+    func badPortIsRefused(_ text: String) {
+        let error = refusal(text)
+        #expect(error?.kind == .invalidURL)
+        #expect(error?.message.contains("port") == true)
+    }
+
+    @Test(arguments: ["redis://host:6379/x", "redis://host:6379/-1", "redis://host/1.5", "unix:///tmp/r.sock?db=x"])
+    func badDatabaseIsRefused(_ text: String) {
+        let error = refusal(text)
+        #expect(error?.kind == .invalidURL)
+        #expect(error?.message.contains("database") == true || error?.message.contains("db=") == true)
+    }
+
+    @Test(arguments: ["http://host:6379", "https://host", "host:6379", "redis:/host", ""])
+    func otherSchemesAreRefused(_ text: String) {
+        let error = refusal(text)
+        #expect(error?.kind == .invalidURL)
+        #expect(error?.message.contains("redis://") == true, "the message shows the accepted forms")
+    }
+
+    @Test func missingPiecesAreRefused() {
+        #expect(refusal("redis://")?.message.contains("no host") == true)
+        #expect(refusal("redis://:6379")?.message.contains("no host") == true)
+        #expect(refusal("unix://relative.sock")?.message.contains("absolute") == true)
+        #expect(refusal("redis://[::1:6379")?.message.contains("]") == true)
+        #expect(refusal("redis://user:%zz@host")?.message.contains("percent-encoded") == true)
+    }
+
+    @Test func descriptionNeverContainsThePassword() throws {
+        let withUser = try RedisURL(parsing: "redis://alice:s3cret@host:6379/2")
+        #expect(withUser.description == "redis://alice:***@host:6379/2")
+        let withoutUser = try RedisURL(parsing: "redis://:s3cret@host")
+        #expect(withoutUser.description == "redis://:***@host:6379")
+        let unix = try RedisURL(parsing: "unix://:s3cret@/tmp/r.sock?db=3")
+        #expect(unix.description == "unix://:***@/tmp/r.sock?db=3")
+        for url in [withUser, withoutUser, unix] {
+            #expect(!url.description.contains("s3cret"))
+        }
+    }
+
+    @Test func refusalMessagesNeverContainThePassword() {
+        let error = refusal("redis://alice:s3cret@host:notaport")
+        #expect(error != nil)
+        #expect(error?.message.contains("s3cret") == false)
+        #expect(error?.message.contains("alice:***@host") == true)
+    }
+
+    @Test func descriptionParsesBackToTheSameURL() throws {
+        for text in ["redis://host:6380/5", "redis://[::1]:6379", "unix:///tmp/r.sock?db=2", "redis://us%20er@host:1"] {
+            let url = try RedisURL(parsing: text)
+            #expect(try RedisURL(parsing: url.description) == url, "\(text)")
+        }
+    }
+}
