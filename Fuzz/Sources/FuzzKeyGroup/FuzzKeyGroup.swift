@@ -1,0 +1,28 @@
+import CFSignCore
+
+/// Key-group documents: parse, and when accepted, the written JSON must parse to the same group.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    if let group = try? KeyGroupDocument(json: bytes) {
+        guard let again = try? KeyGroupDocument(json: group.json), again == group else {
+            fatalError("key group does not round-trip")
+        }
+    }
+    return 0
+}
+
+// SwiftPM links an executable's entry point as `FuzzKeyGroup_main`; hand control to libFuzzer's driver.
+@_silgen_name("LLVMFuzzerRunDriver")
+private func runDriver(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt
+) -> CInt
+
+@_cdecl("FuzzKeyGroup_main")
+public func fuzzerMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var argc = argc
+    var argv = argv
+    return runDriver(&argc, &argv) { data, size in fuzz(data, size) }
+}

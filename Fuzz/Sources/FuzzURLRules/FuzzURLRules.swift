@@ -1,0 +1,38 @@
+import CFSignCore
+
+/// URL and resource checking, the wildcard matcher and the IPv4 parser on arbitrary text.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    // Split the input at the first NUL: url, then resource.
+    let parts = bytes.split(separator: 0, maxSplits: 1, omittingEmptySubsequences: false)
+    let url = String(decoding: parts[0], as: UTF8.self)
+    let resource = parts.count > 1 ? String(decoding: parts[1], as: UTF8.self) : url
+    if (try? URLRules.validateURL(url)) != nil {
+        // A valid URL always matches itself as a resource and "*".
+        precondition(Wildcard.matches(pattern: url, text: url))
+        precondition(Wildcard.matches(pattern: "*", text: url))
+        _ = try? URLRules.validateResource(resource, url: url)
+    }
+    _ = Wildcard.matches(pattern: resource, text: url)
+    if let range = try? IPv4Range(parsing: url) {
+        precondition((try? IPv4Range(parsing: range.description)) == range)
+    }
+    _ = CloudFrontBase64.decode(url)
+    return 0
+}
+
+// SwiftPM links an executable's entry point as `FuzzURLRules_main`; hand control to libFuzzer's driver.
+@_silgen_name("LLVMFuzzerRunDriver")
+private func runDriver(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt
+) -> CInt
+
+@_cdecl("FuzzURLRules_main")
+public func fuzzerMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var argc = argc
+    var argv = argv
+    return runDriver(&argc, &argv) { data, size in fuzz(data, size) }
+}
