@@ -89,7 +89,8 @@ final class KeyGroupWatcher {
             return
         }
         reportedMissing = false
-        if bytes == acceptedBytes { return }
+        // The stored group is (again) the one in use: an earlier refusal no longer applies.
+        if bytes == acceptedBytes { clearRefusal(); return }
         let document: KeyGroupDocument
         do {
             document = try KeyGroupDocument(json: bytes)
@@ -98,7 +99,7 @@ final class KeyGroupWatcher {
             return
         }
         if let current = state.keyGroup {
-            if document == current.document { acceptedBytes = bytes; return }
+            if document == current.document { acceptedBytes = bytes; clearRefusal(); return }
             guard document.version > current.version else {
                 refuse(version: document.version, reason: "version \(document.version) is not higher than version \(current.version) in use; versions only grow (cfsign keygroup set picks the next one)")
                 return
@@ -114,6 +115,13 @@ final class KeyGroupWatcher {
             heartbeatWake.signal()
         } catch {
             refuse(version: document.version, reason: error.reason)
+        }
+    }
+
+    private func clearRefusal() {
+        if state.clearRefusal() {
+            logger.notice("the stored key group is the one in use again; refusal cleared")
+            heartbeatWake.signal()
         }
     }
 

@@ -59,6 +59,16 @@ final class WorkerState: Sendable {
         return isNew
     }
 
+    /// Clears a recorded refusal; returns false when there was none.
+    func clearRefusal() -> Bool {
+        let had = refusal.withLock { r in
+            defer { r = nil }
+            return r != nil
+        }
+        if had { metrics.keyGroupRefused.record(0) }
+        return had
+    }
+
     func noteError(_ text: String) { lastError.withLock { $0 = text } }
 
     var isRunning: Bool { phase.load(ordering: .acquiring) == .running }
