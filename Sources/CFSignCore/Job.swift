@@ -40,10 +40,13 @@ public struct SigningRequest: Sendable, Hashable {
     public let hash: HashAlgorithm?
     /// nil: the key group's active key.
     public let keyID: String?
+    /// cfsign extension (`round_expiry`): round the expiry up to a multiple of this many seconds, so
+    /// repeated requests for one object yield one identical, cacheable URL. nil: the signer's default.
+    public let roundExpiry: Int64?
 
     public init(
         url: String, expiry: Expiry, startsAt: Int64? = nil, ip: IPv4Range? = nil, resource: String? = nil,
-        output: OutputKind = .url, hash: HashAlgorithm? = nil, keyID: String? = nil
+        output: OutputKind = .url, hash: HashAlgorithm? = nil, keyID: String? = nil, roundExpiry: Int64? = nil
     ) throws(SigningError) {
         try URLRules.validateURL(url)
         switch expiry {
@@ -67,7 +70,11 @@ public struct SigningRequest: Sendable, Hashable {
         self.resource = resource
         self.output = output
         self.hash = hash
+        if let roundExpiry, roundExpiry < 0 || roundExpiry > 366 * 86400 {
+            throw SigningError(.invalidExpiry, "round_expiry \(roundExpiry) must be 0 (off) to 31622400 seconds")
+        }
         self.keyID = keyID
+        self.roundExpiry = roundExpiry
     }
 
     /// Canned when there is nothing but an expiry; custom otherwise.
@@ -160,6 +167,7 @@ public enum JobParser {
         let keyID = try fields.string("key_id")
         let outputText = try fields.string("output")
         let hashText = try fields.string("hash")
+        let roundExpiry = try fields.integer("round_expiry")
 
         let output: OutputKind
         switch outputText {
@@ -191,7 +199,7 @@ public enum JobParser {
         let ip = try ipText.map { (text) throws(SigningError) in try IPv4Range(parsing: text) }
         return try SigningRequest(
             url: url, expiry: expiry, startsAt: startsAt, ip: ip, resource: resource,
-            output: output, hash: hash, keyID: keyID)
+            output: output, hash: hash, keyID: keyID, roundExpiry: roundExpiry)
     }
 
     /// Typed access to a job's members: a wrong type is `invalid_job`; `null` counts as absent.

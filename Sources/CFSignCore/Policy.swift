@@ -52,6 +52,9 @@ public struct SigningLimits: Sendable {
     public var defaultHash: HashAlgorithm
     /// The digests this OpenSSL build actually signs with (probed at start-up).
     public var supportedHashes: Set<HashAlgorithm>
+    /// Round `expires_in` expiries up to a multiple of this many seconds (0: off); a job's
+    /// `round_expiry` overrides it. Never makes a link outlive `maximumLifetime`.
+    public var expiryRounding: Int64 = 0
 
     public init(maximumLifetime: Int64?, defaultHash: HashAlgorithm = .sha1, supportedHashes: Set<HashAlgorithm> = Set(HashAlgorithm.allCases)) {
         self.maximumLifetime = maximumLifetime
@@ -72,7 +75,7 @@ public struct SigningPlan: Sendable {
     public var expiresAt: Int64 { policy.expiresAt }
 
     public init(_ request: SigningRequest, now: Int64, limits: SigningLimits) throws(SigningError) {
-        let expiresAt: Int64
+        var expiresAt: Int64
         switch request.expiry {
         case .at(let t):
             guard t > now else {
@@ -82,6 +85,16 @@ public struct SigningPlan: Sendable {
         case .after(let seconds):
             let (sum, overflow) = now.addingReportingOverflow(seconds)
             expiresAt = overflow ? Int64.max : sum
+        }
+        let granularity: Int64
+        switch request.expiry {
+        case .after: granularity = request.roundExpiry ?? limits.expiryRounding
+        case .at: granularity = request.roundExpiry ?? 0
+        }
+        if granularity > 0, expiresAt <= SigningLimits.latestExpiry {
+            let rounded = (expiresAt + granularity - 1) / granularity * granularity
+            // Rounding never pushes a link past the lifetime limit.
+            if limits.maximumLifetime.map({ rounded - now <= $0 }) ?? true { expiresAt = rounded }
         }
         if expiresAt > SigningLimits.latestExpiry {
             throw SigningError(.invalidExpiry, "expiry \(expiresAt) is after the year 9999; give a nearer time")

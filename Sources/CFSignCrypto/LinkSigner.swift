@@ -18,10 +18,24 @@ public struct LinkSigner: Sendable {
         return plan
     }
 
-    public func sign(_ request: SigningRequest, key: PrivateKey, keyID: String, now: Int64) throws(SigningError) -> SignedLink {
+    /// Signs a request. With a cache and its scope (the key-group version), a policy signed before
+    /// with the same key and digest is not signed again.
+    public func sign(_ request: SigningRequest, key: PrivateKey, keyID: String, now: Int64,
+                     cache: SignatureCache? = nil, cacheScope: Int64 = 0) throws(SigningError) -> SignedLink {
         let plan = try plan(request, now: now)
         let policy = plan.policy.bytes
-        let signature = try key.sign(policy, hash: plan.hash)
+        let signature: [UInt8]
+        if let cache {
+            let cacheKey = SignatureCache.Key(scope: cacheScope, keyID: keyID, hash: plan.hash, policy: policy)
+            if let cached = cache.signature(for: cacheKey) {
+                signature = cached
+            } else {
+                signature = try key.sign(policy, hash: plan.hash)
+                cache.insert(signature, for: cacheKey)
+            }
+        } else {
+            signature = try key.sign(policy, hash: plan.hash)
+        }
         return SignedLink(plan: plan, policyBytes: policy, signature: signature, keyID: keyID)
     }
 }

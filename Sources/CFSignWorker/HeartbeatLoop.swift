@@ -140,6 +140,10 @@ final class HeartbeatLoop {
         w.field("clock_skew_ms", state.clockSkewMilliseconds.load(ordering: .relaxed))
         w.key("redis_warning")
         if let r = state.redisWarningText { w.value(r) } else { w.null() }
+        if let cache = state.cache {
+            w.field("cache_hits", cache.hits.load(ordering: .relaxed))
+            w.field("cache_misses", cache.misses.load(ordering: .relaxed))
+        }
         w.field("concurrency", configuration.concurrency)
         w.field("batch_size", configuration.batchSize)
         w.endObject()

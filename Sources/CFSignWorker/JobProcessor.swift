@@ -50,6 +50,8 @@ struct JobProcessor: Sendable {
     let concurrency: Int
     let metrics: WorkerMetrics
     var auditing = false
+    /// Signatures by (group version, key, digest, policy); nil when the cache is off.
+    var cache: SignatureCache?
 
     /// One job. Never throws and never traps on bad input: every path ends in an outcome.
     func process(_ raw: [UInt8], group: SigningKeyGroup?, now: Int64) -> Outcome {
@@ -93,7 +95,7 @@ struct JobProcessor: Sendable {
                     throw SigningError(.noSigningKey, "this worker has no key group yet; an operator must store one in \(namespace.keyGroup) (cfsign keygroup set)")
                 }
                 let (keyID, key) = try group.key(for: job.request.keyID)
-                let link = try signer.sign(job.request, key: key, keyID: keyID, now: now)
+                let link = try signer.sign(job.request, key: key, keyID: keyID, now: now, cache: cache, cacheScope: group.version)
                 return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.success(id: job.id, link: link)), error: nil, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds)
             } catch {
                 return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.failure(id: job.id, error: error)), error: error.code, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds)

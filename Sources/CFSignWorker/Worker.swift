@@ -15,12 +15,13 @@ import Synchronization
 public final class Worker: Service, Sendable {
     public let configuration: WorkerConfiguration
     private let logger: Logger
-    private let state = WorkerState()
+    private let state: WorkerState
     private let heartbeatWake = DispatchSemaphore(value: 0)
     private let fetchFinished = Atomic<Bool>(false)
 
     public init(configuration: WorkerConfiguration, logger: Logger) {
         self.configuration = configuration
+        self.state = WorkerState(signatureCacheSize: configuration.signatureCacheSize)
         var logger = logger
         logger[metadataKey: "worker"] = "\(configuration.workerID)"
         self.logger = logger
@@ -124,9 +125,10 @@ public final class Worker: Service, Sendable {
         let pipeline = Pipeline()
         var processor = JobProcessor(
             namespace: configuration.namespace,
-            signer: LinkSigner(limits: SigningLimits(maximumLifetime: configuration.maximumLifetime, defaultHash: configuration.defaultHash, supportedHashes: DigestSupport.signable), rules: configuration.rules),
+            signer: LinkSigner(limits: configuration.signingLimits, rules: configuration.rules),
             workerID: configuration.workerID, concurrency: configuration.concurrency, metrics: state.metrics)
         processor.auditing = configuration.audit != .off
+        processor.cache = state.cache
         let signingProcessor = processor
         let stages = DispatchGroup()
         Self.spawn("cfsign-take", group: stages) { [self] in

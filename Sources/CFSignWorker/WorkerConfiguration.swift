@@ -1,4 +1,5 @@
 import CFSignCore
+import CFSignCrypto
 import CFSignRedis
 import Foundation
 
@@ -47,6 +48,12 @@ public struct WorkerConfiguration: Sendable {
     public var clockSkewThreshold: Double = 1
     /// `http_address`: HOST:PORT for /metrics, /healthz, /readyz; off when empty. Default off.
     public var httpAddress: String? = nil
+    /// `signature_cache_size`: signatures kept by (group version, key, digest, policy); 0 turns the
+    /// cache off. Default 4096.
+    public var signatureCacheSize: Int = 4096
+    /// `expiry_rounding`: round `expires_in` expiries up to this granularity (seconds; 0 off), so
+    /// repeated requests for one object get one identical, cacheable URL. Default 0.
+    public var expiryRounding: Int64 = 0
     /// Signing policy: `allowed_hosts`, `allowed_path_prefixes`, `prefix_max_lifetimes`,
     /// `resource_wildcards` (any, within-prefix, none). Default: no rules.
     public var rules = SigningRules()
@@ -58,6 +65,13 @@ public struct WorkerConfiguration: Sendable {
     public var logLevel: String = "info"
 
     public init() {}
+
+    /// The limits every job is signed under.
+    public var signingLimits: SigningLimits {
+        var limits = SigningLimits(maximumLifetime: maximumLifetime, defaultHash: defaultHash, supportedHashes: DigestSupport.signable)
+        limits.expiryRounding = expiryRounding
+        return limits
+    }
 
     public static func defaultWorkerID() -> String {
         var host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
@@ -128,6 +142,10 @@ extension WorkerConfiguration {
                 throw ConfigurationError("must be HOST:PORT, e.g. 127.0.0.1:9464 or 0.0.0.0:9464")
             }
             c.httpAddress = v
+        },
+        Setting(key: "signature_cache_size") { c, v throws(ConfigurationError) in c.signatureCacheSize = try int(v, 0...10_000_000) },
+        Setting(key: "expiry_rounding") { c, v throws(ConfigurationError) in
+            c.expiryRounding = v == "0" ? 0 : try duration(v, 1...(86400 * 31))
         },
         Setting(key: "allowed_hosts") { c, v throws(ConfigurationError) in
             c.rules.allowedHosts = SigningRules.parseList(v).map { $0.lowercased() }

@@ -19,6 +19,12 @@ final class WorkerState: Sendable {
     private let lastError = Mutex<String?>(nil)
     let phase = Atomic<Phase>(.running)
     let metrics = WorkerMetrics()
+    /// Signatures by (group version, key, digest, policy); nil when `signature_cache_size` is 0.
+    let cache: SignatureCache?
+
+    init(signatureCacheSize: Int) {
+        cache = signatureCacheSize > 0 ? SignatureCache(capacity: signatureCacheSize) : nil
+    }
     /// This worker's clock minus Redis's, in milliseconds, from the last heartbeat.
     let clockSkewMilliseconds = Atomic<Int>(0)
     /// Set when Redis may evict keys (maxmemory-policy other than noeviction), or cannot be asked.
