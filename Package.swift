@@ -10,6 +10,7 @@ import PackageDescription
 /// - `CFSignRedis`: a small, generic, blocking Redis client over hiredis; knows nothing of cfsign.
 /// - `CFSignWorker`: the queue worker.
 /// - `CFSignClient`: the producer library a web app links.
+/// - `CFSignEdge`: `cfsign edge`, a local CloudFront stand-in that enforces signed URLs and cookies.
 /// - `cfsign`: the executable; it only wires the above together.
 let package = Package(
     name: "cfsign",
@@ -66,13 +67,20 @@ let package = Package(
             ]
         ),
         .target(
+            name: "CFSignEdge",
+            dependencies: [
+                "CFSignCore", "CFSignCrypto", "CFSignHTTP", "CFSignRedis",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "CFSignClient",
             dependencies: ["CFSignCore", "CFSignRedis"]
         ),
         .executableTarget(
             name: "cfsign",
             dependencies: [
-                "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignHTTP",
+                "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignHTTP", "CFSignEdge",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

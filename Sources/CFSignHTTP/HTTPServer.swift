@@ -2,6 +2,11 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// An HTTP request as the handlers see it: no NIO types leak out of this module.
 public struct HTTPRequest: Sendable {
@@ -29,6 +34,21 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: [(name: String, value: String)]
     public var body: [UInt8]
+    /// A part of a file sent as the body instead of `body`, read in chunks while it is written, so
+    /// a large file is never held in memory (`cfsign edge`). The handler sets Content-Length.
+    public var file: FileBody? = nil
+
+    public struct FileBody: Sendable {
+        public let path: String
+        public let offset: Int64
+        public let length: Int64
+
+        public init(path: String, offset: Int64, length: Int64) {
+            self.path = path
+            self.offset = offset
+            self.length = length
+        }
+    }
 
     public init(status: Int, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
         self.status = status
@@ -134,6 +154,10 @@ private final class RequestHandler: ChannelInboundHandler {
         if !headers.contains(name: "Content-Length") { headers.add(name: "Content-Length", value: String(response.body.count)) }
         headers.replaceOrAdd(name: "Connection", value: keepAlive ? "keep-alive" : "close")
         let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+        if !isHead, let file = response.file, file.length > 0 {
+            streamFile(file, head: head, to: context, keepAlive: keepAlive)
+            return
+        }
         context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
         if !isHead && !response.body.isEmpty {
             var buffer = context.channel.allocator.buffer(capacity: response.body.count)
@@ -146,4 +170,67 @@ private final class RequestHandler: ChannelInboundHandler {
             done.whenComplete { _ in channel.close(promise: nil) }
         }
     }
+
+    /// Sends `file` in 256 KiB chunks, each read on NIO's thread pool and written before the next is
+    /// read. A file that cannot be opened gives a 500; one that shrank meanwhile closes the connection
+    /// (its Content-Length can no longer be met).
+    private static func streamFile(_ file: HTTPResponse.FileBody, head: HTTPResponseHead, to context: ChannelHandlerContext, keepAlive: Bool) {
+        let fd = open(file.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let failed = HTTPResponse.text(500, "the file could not be opened\n")
+            write(failed, to: context, version: head.version, keepAlive: false, isHead: false)
+            return
+        }
+        context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        let chunkSize: Int64 = 256 * 1024
+        @Sendable func send(from offset: Int64, remaining: Int64) {
+            guard remaining > 0 else {
+                closeFile(fd)
+                let done = bound.value.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
+                if !keepAlive {
+                    let channel = bound.value.channel
+                    done.whenComplete { _ in channel.close(promise: nil) }
+                }
+                return
+            }
+            let count = Int(min(chunkSize, remaining))
+            NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) { () -> [UInt8] in
+                var bytes = [UInt8](repeating: 0, count: count)
+                var done = 0
+                while done < count {
+                    let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
+                    if n < 0 && errno == EINTR { continue }
+                    if n <= 0 { break }
+                    done += n
+                }
+                return done == count ? bytes : []
+            }.whenComplete { result in
+                let context = bound.value
+                guard case .success(let bytes) = result, !bytes.isEmpty else {
+                    closeFile(fd)
+                    context.close(promise: nil)
+                    return
+                }
+                var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+                buffer.writeBytes(bytes)
+                context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer)))).whenComplete { written in
+                    switch written {
+                    case .success: send(from: offset + Int64(count), remaining: remaining - Int64(count))
+                    case .failure: closeFile(fd)  // the viewer went away; NIO closes the channel
+                    }
+                }
+            }
+        }
+        send(from: file.offset, remaining: file.length)
+    }
+}
+
+private func closeFile(_ fd: CInt) {
+    #if canImport(Glibc)
+    _ = Glibc.close(fd)
+    #elseif canImport(Darwin)
+    _ = Darwin.close(fd)
+    #endif
 }

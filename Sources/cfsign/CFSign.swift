@@ -11,7 +11,7 @@ struct CFSign: AsyncParsableCommand {
             stdout carries only results; logs and errors go to stderr. Exit 0: done; 1: refused or failed.
             """,
         version: CFSignVersion.text,
-        subcommands: [Sign.self, SignBatch.self, Keys.self, Worker.self, KeyGroupCommand.self, Status.self, Request.self, Verify.self]
+        subcommands: [Sign.self, SignBatch.self, Keys.self, Worker.self, KeyGroupCommand.self, Status.self, Request.self, Verify.self, Edge.self]
     )
 }
 
