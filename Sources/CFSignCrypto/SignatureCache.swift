@@ -20,6 +20,15 @@ public final class SignatureCache: Sendable {
             self.hash = hash
             self.policy = policy
         }
+
+        /// Hashes the policy as one block of bytes: the synthesized `[UInt8]` hashing feeds the
+        /// hasher one byte at a time, which cost more than an EC signature's bookkeeping.
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(scope)
+            hasher.combine(keyID)
+            hasher.combine(hash)
+            policy.withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
     }
 
     public let capacity: Int
