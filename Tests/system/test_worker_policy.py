@@ -88,6 +88,10 @@ def test_the_audit_stream_records_each_answered_job_without_signatures(redis_ser
     r, ns = start(redis_server, workers, test_keys, POLICY)
     ok = answer(r, ns, url=f"{CLOUDFRONT_HOST}/invoices/a.pdf")
     denied = answer(r, ns, url="https://evil.example.com/x")
+    # The audit entry follows the reply in the same worker stage; give it a moment.
+    deadline = time.monotonic() + DEADLINE
+    while r.xlen(f"{{{ns}}}:audit") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     entries = r.xrange(f"{{{ns}}}:audit")
     assert len(entries) == 2
     fields = [{k.decode(): v.decode() for k, v in e[1].items()} for e in entries]
