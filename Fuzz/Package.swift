@@ -9,10 +9,10 @@ let package = Package(
     name: "cfsign-fuzz",
     platforms: [.macOS(.v15)],
     dependencies: [.package(name: "cfsign", path: "..")],
-    targets: fuzzTargets.map { name in
+    targets: [.target(name: "FuzzSupport")] + fuzzTargets.map { name in
         .executableTarget(
             name: name,
-            dependencies: [.product(name: "CFSignCore", package: "cfsign")],
+            dependencies: ["FuzzSupport", .product(name: "CFSignCore", package: "cfsign")],
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]
         )
     },

@@ -1,4 +1,5 @@
 import CFSignCore
+import FuzzSupport
 
 /// `cfsign verify` / `cfsign edge` parsing of signed URLs and cookie sets, then the condition checks.
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -23,17 +24,7 @@ extension String {
     var trimmingSpaces: String { String(drop { $0 == " " }) }
 }
 
-// SwiftPM links an executable's entry point as `FuzzSignedRequest_main`; hand control to libFuzzer's driver.
-@_silgen_name("LLVMFuzzerRunDriver")
-private func runDriver(
-    _ argc: UnsafeMutablePointer<CInt>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt
-) -> CInt
-
 @_cdecl("FuzzSignedRequest_main")
 public func fuzzerMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var argc = argc
-    var argv = argv
-    return runDriver(&argc, &argv) { data, size in fuzz(data, size) }
+    runLibFuzzer(argc, argv) { data, size in fuzz(data, size) }
 }
