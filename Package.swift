@@ -5,6 +5,7 @@ import PackageDescription
 ///
 /// Modules, bottom to top (each one job; a reader finds a behaviour from the folder name):
 /// - `CCFSignOpenSSL`, `CCFSignHiredis`: system-library shims, nothing else.
+/// - `CFSignSync`: `Locked`, the one lock type (a pthread mutex ThreadSanitizer understands).
 /// - `CFSignCore`: the wire protocol without I/O (jobs, policies, URL/cookie assembly, key-group model).
 /// - `CFSignCrypto`: private/public keys, signatures, loaded key groups (OpenSSL libcrypto).
 /// - `CFSignRedis`: a small, generic, blocking Redis client over hiredis; knows nothing of cfsign.
@@ -40,9 +41,10 @@ let package = Package(
             providers: [.apt(["libhiredis-dev"])]
         ),
         .target(name: "CFSignCore"),
+        .target(name: "CFSignSync"),
         .target(
             name: "CFSignCrypto",
-            dependencies: ["CFSignCore", "CCFSignOpenSSL"]
+            dependencies: ["CFSignSync", "CFSignCore", "CCFSignOpenSSL"]
         ),
         .target(
             name: "CFSignRedis",
@@ -51,7 +53,7 @@ let package = Package(
         .target(
             name: "CFSignWorker",
             dependencies: [
-                "CFSignCore", "CFSignCrypto", "CFSignRedis",
+                "CFSignSync", "CFSignCore", "CFSignCrypto", "CFSignRedis",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -69,17 +71,18 @@ let package = Package(
         .target(
             name: "CFSignEdge",
             dependencies: [
-                "CFSignCore", "CFSignCrypto", "CFSignHTTP", "CFSignRedis",
+                "CFSignSync", "CFSignCore", "CFSignCrypto", "CFSignHTTP", "CFSignRedis",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
             name: "CFSignClient",
-            dependencies: ["CFSignCore", "CFSignRedis"]
+            dependencies: ["CFSignSync", "CFSignCore", "CFSignRedis"]
         ),
         .executableTarget(
             name: "cfsign",
             dependencies: [
+                "CFSignSync",
                 "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignHTTP", "CFSignEdge",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -1,3 +1,4 @@
+import CFSignSync
 import CFSignCore
 import CFSignRedis
 import Dispatch
@@ -43,8 +44,8 @@ public final class CFSignClient: Sendable {
 
     public let configuration: Configuration
     private let replyKey: String
-    private let pusher: Mutex<RedisConnection?>
-    private let waiters = Mutex<Waiters>(Waiters())
+    private let pusher: Locked<Pusher>
+    private let waiters = Locked<Waiters>(Waiters())
     private let wake = DispatchSemaphore(value: 0)
     private let closed = Atomic<Bool>(false)
     private let counter = Atomic<Int>(0)
@@ -54,8 +55,9 @@ public final class CFSignClient: Sendable {
         self.configuration = configuration
         self.replyKey = configuration.namespace.reply(configuration.clientID)
         do {
-            let c = try RedisConnection(url: configuration.redis, connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
-            self.pusher = Mutex(c)
+            var route = RedisRoute(url: configuration.redis)
+            let c = try route.connect(connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
+            self.pusher = Locked(Pusher(connection: c, route: route))
         } catch {
             throw .redis(error.message)
         }
@@ -153,24 +155,32 @@ public final class CFSignClient: Sendable {
         }
     }
 
-    /// LPUSH all jobs in one command; one reconnect attempt if the connection was lost.
+    /// The pushing connection and where it goes (a cluster's `MOVED` is remembered).
+    private struct Pusher {
+        var connection: RedisConnection?
+        var route: RedisRoute
+    }
+
+    /// LPUSH all jobs in one command; one reconnect attempt if the connection was lost, and a
+    /// `MOVED` reply (Redis Cluster) followed to the node it names.
     private func push(_ jobs: [[UInt8]]) -> CFSignClientError? {
         let args = [Array("LPUSH".utf8), Array(configuration.namespace.jobs.utf8)] + jobs
-        return pusher.withLock { connection -> CFSignClientError? in
-            for attempt in 0..<2 {
+        return pusher.withLock { p -> CFSignClientError? in
+            var losses = 0, moves = 0
+            while true {
                 do throws(RedisError) {
-                    if connection == nil || connection!.isBroken {
-                        connection = try RedisConnection(url: configuration.redis, connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
+                    if p.connection == nil || p.connection!.isBroken {
+                        p.connection = try p.route.connect(connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
                     }
-                    let reply = try connection!.command(bytes: args)
+                    let reply = try p.connection!.command(bytes: args)
                     if let e = reply.errorMessage { return .redis("Redis refused LPUSH: \(e)") }
                     return nil
                 } catch {
-                    connection = nil
-                    if attempt == 1 { return .redis(error.message) }
+                    p.connection = nil
+                    if p.route.note(error) { moves += 1 } else { losses += 1 }
+                    if losses >= 2 || moves > 3 { return .redis(error.message) }
                 }
             }
-            return .redis("unreachable")
         }
     }
 
@@ -195,6 +205,7 @@ public final class CFSignClient: Sendable {
     /// ones past their deadline. Idle clients cost no Redis traffic.
     private func readReplies() {
         var connection: RedisConnection?
+        var route = RedisRoute(url: configuration.redis)
         var backoff = Backoff(initial: 0.05, maximum: 2)
         while !closed.load(ordering: .acquiring) {
             let nearest = expireOverdue()
@@ -204,7 +215,7 @@ public final class CFSignClient: Sendable {
             }
             do throws(RedisError) {
                 if connection == nil || connection!.isBroken {
-                    connection = try RedisConnection(url: configuration.redis, connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
+                    connection = try route.connect(connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
                 }
                 let untilDeadline = max(0.01, Double((nearest - ContinuousClock.now).components.seconds) + Double((nearest - ContinuousClock.now).components.attoseconds) / 1e18)
                 let block = min(0.5, configuration.commandTimeout / 4, untilDeadline)
@@ -218,7 +229,8 @@ public final class CFSignClient: Sendable {
                 backoff.reset()
             } catch {
                 connection = nil
-                Thread.sleep(forTimeInterval: backoff.next())
+                // A MOVED names the node to read from: go there at once.
+                if !route.note(error) { Thread.sleep(forTimeInterval: backoff.next()) }
             }
         }
     }

@@ -1,3 +1,4 @@
+import CFSignSync
 import CFSignCore
 import Synchronization
 
@@ -32,13 +33,13 @@ public final class SignatureCache: Sendable {
     }
 
     public let capacity: Int
-    private let lru: Mutex<LRU>
+    private let lru: Locked<LRU>
     public let hits = Atomic<Int>(0)
     public let misses = Atomic<Int>(0)
 
     public init(capacity: Int) {
         self.capacity = max(1, capacity)
-        self.lru = Mutex(LRU(capacity: max(1, capacity)))
+        self.lru = Locked(LRU(capacity: max(1, capacity)))
     }
 
     public func signature(for key: Key) -> [UInt8]? {
@@ -54,7 +55,7 @@ public final class SignatureCache: Sendable {
     public var count: Int { lru.withLock { $0.index.count } }
 
     /// Doubly linked list over array slots; O(1) get, put and eviction.
-    struct LRU: ~Copyable {
+    struct LRU {
         struct Node {
             var key: Key
             var value: [UInt8]

@@ -1,3 +1,4 @@
+import CFSignSync
 import CFSignCore
 import CFSignCrypto
 import CFSignRedis
@@ -17,7 +18,7 @@ public final class KeyGroupReloader: Sendable {
     private let interval: Double
     private let logger: Logger
     private let stopping = Atomic<Bool>(false)
-    private let lastSeen = Mutex<[UInt8]?>(nil)
+    private let lastSeen = Locked<[UInt8]?>(nil)
     private let redisDown = Atomic<Bool>(false)
 
     public init(url: RedisURL, namespace: Namespace, keys: TrustedKeys, interval: Double, logger: Logger) {

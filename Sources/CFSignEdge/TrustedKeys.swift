@@ -1,3 +1,4 @@
+import CFSignSync
 import CFSignCore
 import CFSignCrypto
 import Synchronization
@@ -5,10 +6,10 @@ import Synchronization
 /// The public keys the edge trusts, by CloudFront key id (the distribution's trusted key group).
 /// Swapped whole when the key group in Redis changes; each request checks against one snapshot.
 public final class TrustedKeys: Sendable {
-    private let state: Mutex<LinkVerifier>
+    private let state: Locked<LinkVerifier>
 
     public init(_ keys: [String: PublicKey] = [:]) {
-        state = Mutex(LinkVerifier(keys: keys))
+        state = Locked(LinkVerifier(keys: keys))
     }
 
     public var verifier: LinkVerifier { state.withLock { $0 } }

@@ -57,20 +57,26 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         case connection
         /// The server answered with an error (`-ERR`, `-NOPERM`, `-WRONGPASS`, ...).
         case server
+        /// A Redis Cluster node answered `-MOVED slot host:port`: the slot lives on `movedTo` now.
+        /// The connection is dropped (`isBroken`); connect to `movedTo` (`RedisRoute` does).
+        case moved
     }
 
     public let kind: Kind
     public let message: String
+    /// For `.moved`: the node that owns the slot.
+    public let movedTo: RedisNode?
 
-    public init(_ kind: Kind, _ message: String) {
+    public init(_ kind: Kind, _ message: String, movedTo: RedisNode? = nil) {
         self.kind = kind
         self.message = message
+        self.movedTo = movedTo
     }
 
     public var description: String { message }
 
-    /// True for errors that a new connection may cure.
-    public var isConnectionError: Bool { kind == .connection }
+    /// True for errors that a new connection may cure (to the same URL, or to where `MOVED` points).
+    public var isConnectionError: Bool { kind == .connection || kind == .moved }
 }
 
 /// One blocking connection to Redis over hiredis, owned by one thread.
@@ -79,33 +85,62 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
 /// connection error (`isBroken`), every call throws; make a new connection.
 public final class RedisConnection {
     private let context: UnsafeMutablePointer<redisContext>
+    /// The URL this connection was opened with.
     public let url: RedisURL
+    /// The URL and, for Sentinel, the master's address: for logs and errors (no password).
+    public let label: String
+    private let connectTimeout: Double
+    private let commandTimeout: Double
     public private(set) var isBroken = false
     /// Script SHA1s this connection has loaded, by source.
     private var scriptSHAs: [String: String] = [:]
+    /// A connection to the node the last `-ASK` reply named (a slot being migrated), reused while
+    /// the migration lasts.
+    private var askConnection: RedisConnection?
 
     /// Connects, then AUTH (with an ACL user if the URL has one) and SELECT.
+    ///
+    /// A `redis+sentinel://` URL is resolved first: each Sentinel in turn is asked
+    /// `SENTINEL get-master-addr-by-name`, the first address named is connected to, and after the
+    /// login `ROLE` must say `master` (a replica, e.g. mid-failover, is a connection error: the
+    /// caller retries after its backoff, and every new connection asks the Sentinels again).
     ///
     /// - Parameters:
     ///   - connectTimeout: seconds to wait for the TCP/Unix connect.
     ///   - commandTimeout: seconds any reply may take; a blocking command's own timeout must be
     ///     well below it, or hiredis fails the read and the connection is lost (interop-facts).
-    public init(url: RedisURL, connectTimeout: Double = 5, commandTimeout: Double = 10) throws(RedisError) {
+    public convenience init(url: RedisURL, connectTimeout: Double = 5, commandTimeout: Double = 10) throws(RedisError) {
+        switch url.endpoint {
+        case .tcp, .unix:
+            try self.init(url: url, endpoint: url.endpoint, label: url.description, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+        case .sentinel(let nodes, let master):
+            let address = try RedisConnection.masterAddress(nodes: nodes, master: master, url: url, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+            try self.init(url: url, endpoint: .tcp(host: address.host, port: address.port), label: "\(url) (master \(address))",
+                          connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+            try requireMaster(address)
+        }
+    }
+
+    private init(url: RedisURL, endpoint: RedisURL.Endpoint, label: String, connectTimeout: Double, commandTimeout: Double) throws(RedisError) {
         RedisConnection.ignoreSIGPIPE
         let tv = RedisConnection.timeval(connectTimeout)
         let made: UnsafeMutablePointer<redisContext>?
-        switch url.endpoint {
+        switch endpoint {
         case .tcp(let host, let port): made = redisConnectWithTimeout(host, Int32(port), tv)
         case .unix(let path): made = redisConnectUnixWithTimeout(path, tv)
+        case .sentinel: made = nil  // resolved by the caller
         }
-        guard let context = made else { throw RedisError(.connection, "cannot connect to \(url): out of memory") }
+        guard let context = made else { throw RedisError(.connection, "cannot connect to \(label): out of memory") }
         if context.pointee.err != 0 {
             let reason = RedisConnection.errorString(context)
             redisFree(context)
-            throw RedisError(.connection, "cannot connect to \(url): \(reason)")
+            throw RedisError(.connection, "cannot connect to \(label): \(reason)")
         }
         self.context = context
         self.url = url
+        self.label = label
+        self.connectTimeout = connectTimeout
+        self.commandTimeout = commandTimeout
         if commandTimeout > 0 { _ = redisSetTimeout(context, RedisConnection.timeval(commandTimeout)) }
         if let password = url.password {
             var args = ["AUTH"]
@@ -114,15 +149,66 @@ public final class RedisConnection {
             let reply = try command(args)
             if let e = reply.errorMessage {
                 isBroken = true
-                throw RedisError(.connection, "Redis at \(url) refused the login: \(e)")
+                throw RedisError(.connection, "Redis at \(label) refused the login: \(e)")
             }
         }
         if url.database != 0 {
             let reply = try command(["SELECT", String(url.database)])
             if let e = reply.errorMessage {
                 isBroken = true
-                throw RedisError(.connection, "Redis at \(url) refused SELECT \(url.database): \(e)")
+                throw RedisError(.connection, "Redis at \(label) refused SELECT \(url.database): \(e)")
             }
+        }
+    }
+
+    /// The master that the Sentinels of a `redis+sentinel://` URL name now (nil for other URLs),
+    /// without connecting to it: for noticing a failover while connections to the old master
+    /// still work (a manual failover, or one the old master was cut off from).
+    public static func sentinelMaster(of url: RedisURL, connectTimeout: Double = 2, commandTimeout: Double = 2) throws(RedisError) -> RedisNode? {
+        guard case .sentinel(let nodes, let master) = url.endpoint else { return nil }
+        return try masterAddress(nodes: nodes, master: master, url: url, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+    }
+
+    /// Asks each Sentinel in turn for the master's address; the first answer wins.
+    private static func masterAddress(nodes: [RedisNode], master: String, url: RedisURL, connectTimeout: Double, commandTimeout: Double) throws(RedisError) -> RedisNode {
+        var reasons: [String] = []
+        for node in nodes {
+            do throws(RedisError) {
+                let sentinel = try RedisConnection(url: RedisURL(endpoint: .tcp(host: node.host, port: node.port)), connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+                let ask = ["SENTINEL", "get-master-addr-by-name", master]
+                var reply = try sentinel.command(ask)
+                if let e = reply.errorMessage, e.hasPrefix("NOAUTH"), let password = url.password {
+                    // A Sentinel with requirepass: try the URL's login (often the same secret).
+                    let login = try sentinel.command(["AUTH"] + (url.username.map { [$0] } ?? []) + [password])
+                    if let refused = login.errorMessage { reasons.append("\(node): refused the login: \(refused)"); continue }
+                    reply = try sentinel.command(ask)
+                }
+                if let e = reply.errorMessage { reasons.append("\(node): \(e)"); continue }
+                guard let pair = reply.array, pair.count == 2, let host = pair[0].string, let portText = pair[1].string,
+                      let port = Int(portText), (1...65535).contains(port) else {
+                    reasons.append(reply.isNull ? "\(node): knows no master named \(master)" : "\(node): unexpected reply")
+                    continue
+                }
+                return RedisNode(host: host, port: port)
+            } catch {
+                reasons.append(error.message)
+            }
+        }
+        throw RedisError(.connection, "no Sentinel of \(url) named a master for \"\(master)\": " + reasons.joined(separator: "; "))
+    }
+
+    /// After a failover a Sentinel may still name the old master for a moment, or one just demoted.
+    private func requireMaster(_ address: RedisNode) throws(RedisError) {
+        let reply = try command(["ROLE"])
+        if let e = reply.errorMessage {
+            // An ACL without ROLE (NOPERM): trust the Sentinels; a demoted master answers READONLY later.
+            if e.hasPrefix("NOPERM") { return }
+            isBroken = true
+            throw RedisError(.connection, "Redis at \(label) refused ROLE: \(e)")
+        }
+        guard let role = reply.array?.first?.string, role == "master" else {
+            isBroken = true
+            throw RedisError(.connection, "Redis at \(address), named master of \(url) by its Sentinels, says its role is \(reply.array?.first?.string ?? "unknown") (failover under way?)")
         }
     }
 
@@ -147,7 +233,7 @@ public final class RedisConnection {
     private func connectionError(_ doing: String) -> RedisError {
         isBroken = true
         let reason = context.pointee.err != 0 ? RedisConnection.errorString(context) : "connection lost"
-        return RedisError(.connection, "Redis at \(url): \(doing) failed: \(reason)")
+        return RedisError(.connection, "Redis at \(label): \(doing) failed: \(reason)")
     }
 
     // MARK: Commands
@@ -162,13 +248,83 @@ public final class RedisConnection {
     }
 
     /// Sends every command in one write, then reads every reply: one round trip.
+    ///
+    /// Redis Cluster and failover replies are acted on here, for every command, pipeline and
+    /// script call alike:
+    /// - `-MOVED slot host:port` in any reply throws a `.moved` error naming the node and marks the
+    ///   connection broken (reconnect there; `RedisRoute` does). Every reply is read first.
+    /// - `-ASK slot host:port` (the slot is being migrated): that command alone is sent again to
+    ///   that node, once, after `ASKING` (an `EVALSHA` as `EVAL`, since the node may lack the
+    ///   script), and its reply takes the place of the `ASK`. Not inside MULTI/EXEC.
+    /// - `-READONLY` or `-UNBLOCKED` (this node was a master and is a replica now: a failover)
+    ///   throws a `.connection` error, so the caller connects again and finds the new master.
     public func pipeline(_ commands: [[[UInt8]]]) throws(RedisError) -> [RedisReply] {
-        guard !isBroken else { throw RedisError(.connection, "Redis at \(url): connection already lost") }
+        guard !isBroken else { throw RedisError(.connection, "Redis at \(label): connection already lost") }
         for args in commands { try append(args) }
         var replies: [RedisReply] = []
         replies.reserveCapacity(commands.count)
         for _ in commands { replies.append(try readReply()) }
+        try redirects(commands, &replies)
         return replies
+    }
+
+    private func redirects(_ commands: [[[UInt8]]], _ replies: inout [RedisReply]) throws(RedisError) {
+        var asked: [Int] = []
+        for (i, reply) in replies.enumerated() {
+            guard case .error(let e) = reply else { continue }
+            if e.hasPrefix("MOVED ") {
+                isBroken = true
+                guard let node = RedisConnection.redirectTarget(e) else { throw RedisError(.server, "Redis at \(label) sent an unreadable redirect: \(e)") }
+                throw RedisError(.moved, "Redis at \(label) says the slot moved: \(e)", movedTo: node)
+            }
+            if e.hasPrefix("READONLY ") || e.hasPrefix("UNBLOCKED ") {
+                isBroken = true
+                throw RedisError(.connection, "Redis at \(label) is no longer a master (failover?): \(e)")
+            }
+            if e.hasPrefix("ASK ") { asked.append(i) }
+        }
+        if asked.isEmpty { return }
+        if commands.contains(where: { RedisConnection.isMulti($0.first) }) {
+            // ASKING holds for one command, so a transaction cannot follow it; its caller retries.
+            return
+        }
+        for i in asked {
+            guard case .error(let e) = replies[i], let node = RedisConnection.redirectTarget(e) else { continue }
+            let target: RedisConnection
+            if let c = askConnection, !c.isBroken, c.url.endpoint == .tcp(host: node.host, port: node.port) {
+                target = c
+            } else {
+                askConnection = nil
+                target = try RedisConnection(url: url.redirected(to: node), connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+                askConnection = target
+            }
+            let again = try target.pipeline([[Array("ASKING".utf8)], asEval(commands[i])])
+            replies[i] = again[1]
+        }
+    }
+
+    /// `slot host:port` of a `MOVED`/`ASK` error.
+    static func redirectTarget(_ error: String) -> RedisNode? {
+        let parts = error.split(separator: " ")
+        guard parts.count == 3, let colon = parts[2].lastIndex(of: ":"), let port = Int(parts[2][parts[2].index(after: colon)...]),
+              (1...65535).contains(port) else { return nil }
+        var host = parts[2][..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        guard !host.isEmpty else { return nil }
+        return RedisNode(host: String(host), port: port)
+    }
+
+    private static func isMulti(_ name: [UInt8]?) -> Bool {
+        guard let name, name.count == 5 else { return false }
+        return String(decoding: name, as: UTF8.self).uppercased() == "MULTI"
+    }
+
+    /// An `EVALSHA` of a script this connection loaded, as `EVAL` with its source; anything else as is.
+    private func asEval(_ command: [[UInt8]]) -> [[UInt8]] {
+        guard command.count >= 2, String(decoding: command[0], as: UTF8.self).uppercased() == "EVALSHA" else { return command }
+        let sha = String(decoding: command[1], as: UTF8.self)
+        guard let source = scriptSHAs.first(where: { $0.value == sha })?.key else { return command }
+        return [Array("EVAL".utf8), Array(source.utf8)] + command.dropFirst(2)
     }
 
     /// Pipelined string commands.

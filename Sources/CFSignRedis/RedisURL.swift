@@ -1,10 +1,31 @@
 import Foundation
-/// Where a Redis server is and how to log in: `redis://[user:password@]host:port[/db]` or
-/// `unix:///path/redis.sock[?db=N]` (user and password percent-decoded).
+
+/// A host and TCP port: a Sentinel, or the cluster node a `MOVED` reply names.
+public struct RedisNode: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// `host:port`, with an IPv6 host in brackets.
+    public var description: String { (host.contains(":") ? "[\(host)]" : host) + ":\(port)" }
+}
+
+/// Where a Redis server is and how to log in: `redis://[user:password@]host:port[/db]`,
+/// `unix:///path/redis.sock[?db=N]`, or
+/// `redis+sentinel://[user:password@]host:port[,host:port...]/mastername[/db]` (user, password and
+/// master name percent-decoded). With Sentinel the user and password are the master's (the login
+/// after the master is found); Sentinels are asked without one, and with the same one if they
+/// answer NOAUTH.
 public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
     public enum Endpoint: Sendable, Hashable {
         case tcp(host: String, port: Int)
         case unix(path: String)
+        /// The master that these Sentinels name for `master` (asked in turn at every connect).
+        case sentinel(nodes: [RedisNode], master: String)
     }
 
     public var endpoint: Endpoint
@@ -21,6 +42,20 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
 
     public static let `default` = RedisURL(endpoint: .tcp(host: "127.0.0.1", port: 6379))
 
+    /// The default port of a Sentinel.
+    public static let sentinelPort = 26379
+
+    /// The same login on another node, database 0 (a cluster has no other): where a `MOVED` reply sends us.
+    public func redirected(to node: RedisNode) -> RedisURL {
+        RedisURL(endpoint: .tcp(host: node.host, port: node.port), username: username, password: password, database: 0)
+    }
+
+    /// True for a `redis+sentinel://` URL.
+    public var usesSentinel: Bool {
+        if case .sentinel = endpoint { return true }
+        return false
+    }
+
     /// The URL without its password, safe to log.
     public var description: String {
         var auth = ""
@@ -32,12 +67,19 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
             return "redis://\(auth)\(h):\(port)" + (database == 0 ? "" : "/\(database)")
         case .unix(let path):
             return "unix://\(auth)\(path)" + (database == 0 ? "" : "?db=\(database)")
+        case .sentinel(let nodes, let master):
+            return "redis+sentinel://\(auth)" + nodes.map(\.description).joined(separator: ",") + "/" + Self.percentEncode(master)
+                + (database == 0 ? "" : "/\(database)")
         }
     }
 
     public init(parsing text: String) throws(RedisError) {
         func bad(_ why: String) -> RedisError {
-            RedisError(.invalidURL, "Redis URL \"\(RedisURL.redactForError(text))\" \(why); use redis://[user:password@]host:port[/db] or unix:///path/redis.sock[?db=N]")
+            RedisError(.invalidURL, "Redis URL \"\(RedisURL.redactForError(text))\" \(why); use redis://[user:password@]host:port[/db], unix:///path/redis.sock[?db=N] or redis+sentinel://[user:password@]host:port[,host:port...]/mastername[/db]")
+        }
+        if text.hasPrefix("redis+sentinel://") {
+            try self.init(sentinel: Substring(text.dropFirst("redis+sentinel://".count)), bad)
+            return
         }
         if text.hasPrefix("unix://") {
             var rest = Substring(text.dropFirst("unix://".count))
@@ -64,7 +106,7 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
         }
         guard text.hasPrefix("redis://") else {
             if text.hasPrefix("rediss://") {
-                throw bad("asks for TLS, which this build's hiredis (0.14) lacks; run stunnel beside the worker (ops/README.md)")
+                throw bad("asks for TLS, which this build's hiredis (0.14) lacks; run stunnel beside the worker and point redis:// at it (ops/stunnel/README.md)")
             }
             throw bad("has an unsupported scheme")
         }
@@ -78,13 +120,47 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
         if let slash = rest.firstIndex(of: "/") {
             let path = rest[rest.index(after: slash)...]
             rest = rest[..<slash]
-            if !path.isEmpty {
-                guard let n = Int(path), n >= 0, n < 1_000_000 else { throw bad("has a database \"\(path)\" that is not a number") }
-                db = n
-            }
+            if !path.isEmpty { db = try Self.database(path, bad) }
         }
+        let node = try Self.node(rest, defaultPort: 6379, bad)
+        self.init(endpoint: .tcp(host: node.host, port: node.port), username: username, password: password, database: db)
+    }
+
+    /// `[user:password@]host:port[,host:port...]/mastername[/db]`, after the scheme.
+    private init(sentinel text: Substring, _ bad: (String) -> RedisError) throws(RedisError) {
+        var rest = text
+        var username: String? = nil, password: String? = nil
+        if let at = rest.lastIndex(of: "@") {
+            (username, password) = try Self.userInfo(rest[..<at], bad)
+            rest = rest[rest.index(after: at)...]
+        }
+        guard let slash = rest.firstIndex(of: "/") else { throw bad("has no master name (redis+sentinel://host:port/mastername)") }
+        let path = rest[rest.index(after: slash)...].split(separator: "/", omittingEmptySubsequences: false)
+        rest = rest[..<slash]
+        guard let name = path.first, !name.isEmpty else { throw bad("has no master name (redis+sentinel://host:port/mastername)") }
+        guard let master = Self.percentDecode(name) else { throw bad("has a badly percent-encoded master name") }
+        var db = 0
+        switch path.count {
+        case 1: break
+        case 2: if !path[1].isEmpty { db = try Self.database(path[1], bad) }
+        default: throw bad("has more than a master name and a database after the Sentinels")
+        }
+        var nodes: [RedisNode] = []
+        for item in rest.split(separator: ",", omittingEmptySubsequences: false) {
+            nodes.append(try Self.node(item, defaultPort: Self.sentinelPort, bad))
+        }
+        self.init(endpoint: .sentinel(nodes: nodes, master: master), username: username, password: password, database: db)
+    }
+
+    private static func database(_ text: Substring, _ bad: (String) -> RedisError) throws(RedisError) -> Int {
+        guard let n = Int(text), n >= 0, n < 1_000_000 else { throw bad("has a database \"\(text)\" that is not a number") }
+        return n
+    }
+
+    /// `host[:port]` or `[v6]:port`.
+    private static func node(_ rest: Substring, defaultPort: Int, _ bad: (String) -> RedisError) throws(RedisError) -> RedisNode {
         var host: Substring
-        var port = 6379
+        var port = defaultPort
         if rest.hasPrefix("[") {
             guard let close = rest.firstIndex(of: "]") else { throw bad("has an IPv6 host without ']'") }
             host = rest[rest.index(after: rest.startIndex)..<close]
@@ -102,7 +178,7 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
             host = rest
         }
         guard !host.isEmpty else { throw bad("has no host") }
-        self.init(endpoint: .tcp(host: String(host), port: port), username: username, password: password, database: db)
+        return RedisNode(host: String(host), port: port)
     }
 
     private static func userInfo(_ info: Substring, _ bad: (String) -> RedisError) throws(RedisError) -> (String?, String?) {

@@ -1,3 +1,4 @@
+import CFSignSync
 import Dispatch
 import Synchronization
 
@@ -5,7 +6,7 @@ import Synchronization
 /// worker never holds more than a few batches), `take` waits while it is empty, and after `close`
 /// takers drain what is left and then get nil.
 final class Handoff<Item: Sendable>: Sendable {
-    private let items = Mutex<(queue: [Item], closed: Bool)>(([], false))
+    private let items = Locked<(queue: [Item], closed: Bool)>(([], false))
     private let filled = DispatchSemaphore(value: 0)
     private let free: DispatchSemaphore
 

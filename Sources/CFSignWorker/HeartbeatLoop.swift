@@ -27,6 +27,7 @@ final class HeartbeatLoop {
 
     /// Registers once before the first job is taken, so a crash right after taking one is recoverable.
     func register() -> Bool {
+        checkSentinels()
         while let connection = keeper.connection(giveUp: { !state.isRunning }) {
             do throws(RedisError) {
                 try checkEvictionPolicy(connection)
@@ -44,6 +45,7 @@ final class HeartbeatLoop {
         while true {
             _ = wake.wait(timeout: .now() + configuration.heartbeatInterval)
             if fetchDone() { break }
+            checkSentinels()
             guard let connection = keeper.connection(giveUp: fetchDone) else { break }
             do throws(RedisError) {
                 try beat(connection)
@@ -53,6 +55,23 @@ final class HeartbeatLoop {
             }
         }
         deregister()
+    }
+
+    private var sentinelMaster: RedisNode?
+
+    /// With Sentinel: asks the Sentinels which node is the master; when that changes, bumps
+    /// `redisMasterEpoch` so every thread reconnects. A killed master breaks the connections by
+    /// itself; this catches a master that was demoted (SENTINEL FAILOVER) or cut off, whose
+    /// connections still work, before Sentinel reconfigures it into a replica.
+    private func checkSentinels() {
+        guard configuration.redis.usesSentinel else { return }
+        let timeout = min(configuration.connectTimeout, 2)
+        guard let master = try? RedisConnection.sentinelMaster(of: configuration.redis, connectTimeout: timeout, commandTimeout: timeout) else { return }
+        if let previous = sentinelMaster, previous != master {
+            logger.notice("the Sentinels name a new master", metadata: ["previous": "\(previous)", "master": "\(master)"])
+            state.redisMasterEpoch.add(1, ordering: .relaxed)
+        }
+        sentinelMaster = master
     }
 
     private var heartbeatKey: String { configuration.namespace.heartbeat(worker: configuration.workerID) }

@@ -1,3 +1,4 @@
+import CFSignSync
 import CFSignCore
 import CFSignCrypto
 import Dispatch
@@ -111,7 +112,7 @@ struct JobProcessor: Sendable {
         }
         let lanes = min(concurrency, batch.count)
         // Each lane signs every lanes-th job and hands its results over once, under one lock.
-        let collected = Mutex<[Outcome?]>(Array(repeating: nil, count: batch.count))
+        let collected = Locked<[Outcome?]>(Array(repeating: nil, count: batch.count))
         DispatchQueue.concurrentPerform(iterations: lanes) { lane in
             var mine: [(Int, Outcome)] = []
             mine.reserveCapacity(batch.count / lanes + 1)

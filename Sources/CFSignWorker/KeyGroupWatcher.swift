@@ -30,19 +30,20 @@ final class KeyGroupWatcher {
 
     /// Reads and loads the group once (at start-up, before jobs are taken).
     func loadInitial() {
-        guard let connection = reader.connection(giveUp: { !state.isRunning }) else { return }
-        do throws(RedisError) { try check(connection) } catch { reader.failed(error, doing: "reading the key group") }
+        try? checkWithReader()
     }
 
     func run() {
-        var subscribed = false
+        // The connection that is subscribed: the keeper may hand out a new one without an error
+        // here (after a Sentinel failover it reconnects to the new master), which must subscribe too.
+        var subscribed: RedisConnection?  // held, so a new connection never reuses its identity
         var lastCheck = Date()
         while state.isRunning {
             guard let sub = subscriber.connection(giveUp: { !state.isRunning }) else { return }
             do throws(RedisError) {
-                if !subscribed {
+                if subscribed !== sub {
                     try sub.subscribe([configuration.namespace.keyGroupChanged])
-                    subscribed = true
+                    subscribed = sub
                     try checkWithReader()  // read after subscribing, so no change falls between
                     lastCheck = Date()
                 }
@@ -57,7 +58,7 @@ final class KeyGroupWatcher {
                     lastCheck = Date()
                 }
             } catch {
-                subscribed = false
+                subscribed = nil
                 subscriber.failed(error, doing: "watching the key group")
             }
         }
@@ -65,9 +66,19 @@ final class KeyGroupWatcher {
         reader.close()
     }
 
+    /// A MOVED reply (Redis Cluster: the seed node does not own the namespace's slot) is followed
+    /// at once, so the group is read before the first job even through a seed node.
     private func checkWithReader() throws(RedisError) {
-        guard let connection = reader.connection(giveUp: { !state.isRunning }) else { return }
-        do { try check(connection) } catch { reader.failed(error, doing: "reading the key group") }
+        for _ in 0..<3 {
+            guard let connection = reader.connection(giveUp: { !state.isRunning }) else { return }
+            do {
+                try check(connection)
+                return
+            } catch {
+                reader.failed(error, doing: "reading the key group")
+                if error.kind != .moved { return }
+            }
+        }
     }
 
     /// GET the group; load and swap it in if it is new and loads completely, else record why not.

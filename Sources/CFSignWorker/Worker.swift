@@ -1,3 +1,4 @@
+import CFSignSync
 import CFSignCore
 import CFSignCrypto
 import CFSignRedis
@@ -60,7 +61,7 @@ public final class Worker: Service, Sendable {
         Worker.exitOnNextSignal()
     }
 
-    private static let signalSources = Mutex<[DispatchSourceSignal]>([])
+    private static let signalSources = Locked<[DispatchSourceSignal]>([])
 
     private static func exitOnNextSignal() {
         signalSources.withLock { sources in

@@ -1,10 +1,11 @@
+import CFSignSync
 import CFSignCore
 import CFSignCrypto
 import Synchronization
 
 /// What a worker's threads share: the key group in use, counters, and the stop flag.
 ///
-/// The key group is one immutable reference behind a `Mutex`: a batch takes the reference once and
+/// The key group is one immutable reference behind a lock: a batch takes the reference once and
 /// signs every job with it, so a rotation never changes a key under a running job.
 final class WorkerState: Sendable {
     enum Phase: UInt8, AtomicRepresentable { case running = 0, draining = 1, stopped = 2 }
@@ -14,9 +15,9 @@ final class WorkerState: Sendable {
         let reason: String
     }
 
-    private let group = Mutex<SigningKeyGroup?>(nil)
-    private let refusal = Mutex<Refusal?>(nil)
-    private let lastError = Mutex<String?>(nil)
+    private let group = Locked<SigningKeyGroup?>(nil)
+    private let refusal = Locked<Refusal?>(nil)
+    private let lastError = Locked<String?>(nil)
     let phase = Atomic<Phase>(.running)
     let metrics = WorkerMetrics()
     /// Signatures by (group version, key, digest, policy); nil when `signature_cache_size` is 0.
@@ -28,7 +29,7 @@ final class WorkerState: Sendable {
     /// This worker's clock minus Redis's, in milliseconds, from the last heartbeat.
     let clockSkewMilliseconds = Atomic<Int>(0)
     /// Set when Redis may evict keys (maxmemory-policy other than noeviction), or cannot be asked.
-    private let redisWarning = Mutex<String?>(nil)
+    private let redisWarning = Locked<String?>(nil)
 
     var redisWarningText: String? { redisWarning.withLock { $0 } }
     func setRedisWarning(_ text: String?) { redisWarning.withLock { $0 = text } }
@@ -37,6 +38,9 @@ final class WorkerState: Sendable {
     let errors = Atomic<Int>(0)
     let dead = Atomic<Int>(0)
     let reconnects = Atomic<Int>(0)
+    /// Bumped when the Sentinels name another master (checked with each heartbeat): every
+    /// connection opened before is dropped and opened again on the new master.
+    let redisMasterEpoch = Atomic<Int>(0)
     /// Set while the fetch loop's connection is up, for the readiness check.
     let connected = Atomic<Bool>(false)
 

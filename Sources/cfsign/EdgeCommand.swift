@@ -1,3 +1,4 @@
+import CFSignSync
 import ArgumentParser
 import CFSignCore
 import CFSignCrypto
@@ -188,7 +189,7 @@ struct Edge: AsyncParsableCommand {
 private final class SignalWaiter: @unchecked Sendable {
     // Sources are only kept alive here; every mutable state is behind the mutex.
     private var sources: [any DispatchSourceSignal] = []
-    private let state = Mutex<(fired: Int32?, waiter: CheckedContinuation<Int32, Never>?)>((nil, nil))
+    private let state = Locked<(fired: Int32?, waiter: CheckedContinuation<Int32, Never>?)>((nil, nil))
 
     init(_ numbers: [Int32]) {
         for number in numbers {

@@ -25,11 +25,15 @@ struct RedisOptions: ParsableArguments {
         }
     }
 
-    /// A connection, or exit 1 with a sentence saying what to check.
+    /// A connection, or exit 1 with a sentence saying what to check. On Redis Cluster it is on the
+    /// node that owns the namespace's slot (a `MOVED` reply to a read of `{NS}:jobs` is followed),
+    /// so any node of the cluster will do as `--redis`.
     func connect(commandTimeout: Double = 10) throws -> RedisConnection {
         let url = try redisURL
+        let jobs = try ns.jobs
         do {
-            return try RedisConnection(url: url, connectTimeout: 5, commandTimeout: commandTimeout)
+            var route = RedisRoute(url: url)
+            return try route.connect(probe: ["LLEN", jobs], connectTimeout: 5, commandTimeout: commandTimeout)
         } catch {
             throw Terminal.fail(nil, "\(error.message) (is Redis running? set --redis or CFSIGN_REDIS)")
         }

@@ -24,7 +24,7 @@ struct Worker: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Config file (key = value lines).", valueName: "file"))
     var config: String?
 
-    @Option(help: ArgumentHelp("Redis URL: redis://[user:password@]host:port[/db] or unix:///path.sock[?db=N]. Default redis://127.0.0.1:6379.", valueName: "url"))
+    @Option(help: ArgumentHelp("Redis URL: redis://[user:password@]host:port[/db] (any node of a Redis Cluster), unix:///path.sock[?db=N], or redis+sentinel://[user:password@]host:port[,host:port...]/master[/db]. Default redis://127.0.0.1:6379.", valueName: "url"))
     var redis: String?
 
     @Option(help: ArgumentHelp("Namespace: every key starts with {NS}:. Default cfsign.", valueName: "ns"))

@@ -114,9 +114,57 @@ struct RedisURLTests {
     }
 
     @Test func descriptionParsesBackToTheSameURL() throws {
-        for text in ["redis://host:6380/5", "redis://[::1]:6379", "unix:///tmp/r.sock?db=2", "redis://us%20er@host:1"] {
+        for text in ["redis://host:6380/5", "redis://[::1]:6379", "unix:///tmp/r.sock?db=2", "redis://us%20er@host:1", "redis+sentinel://a:1,b:2/m%2Fx/3"] {
             let url = try RedisURL(parsing: text)
             #expect(try RedisURL(parsing: url.description) == url, "\(text)")
         }
+    }
+
+    // MARK: Sentinel
+
+    @Test func sentinelURLWithSeveralSentinelsMasterAndDatabase() throws {
+        let url = try RedisURL(parsing: "redis+sentinel://s1.internal:26380,10.0.0.2,[::1]:26381/mymaster/3")
+        #expect(url.endpoint == .sentinel(nodes: [RedisNode(host: "s1.internal", port: 26380), RedisNode(host: "10.0.0.2", port: 26379),
+                                                   RedisNode(host: "::1", port: 26381)], master: "mymaster"))
+        #expect(url.database == 3)
+        #expect(url.usesSentinel)
+        #expect(url.description == "redis+sentinel://s1.internal:26380,10.0.0.2:26379,[::1]:26381/mymaster/3")
+    }
+
+    @Test func sentinelURLLoginIsTheMastersAndNeverShown() throws {
+        let url = try RedisURL(parsing: "redis+sentinel://cfsign-worker:s3cr%2Fet@127.0.0.1:26379/cfsign%20main")
+        #expect(url.username == "cfsign-worker")
+        #expect(url.password == "s3cr/et")
+        #expect(url.database == 0)
+        #expect(url.endpoint == .sentinel(nodes: [RedisNode(host: "127.0.0.1", port: 26379)], master: "cfsign main"))
+        #expect(url.description == "redis+sentinel://cfsign-worker:***@127.0.0.1:26379/cfsign%20main")
+        #expect(!url.description.contains("s3cr"))
+        #expect(try RedisURL(parsing: url.description.replacingOccurrences(of: "***", with: "x")).endpoint == url.endpoint)
+        let onlyPassword = try RedisURL(parsing: "redis+sentinel://:pw@h:1/m")
+        #expect(onlyPassword.description == "redis+sentinel://:***@h:1/m")
+    }
+
+    @Test(arguments: ["redis+sentinel://h:26379", "redis+sentinel://h:26379/", "redis+sentinel://h:26379//2"])
+    func sentinelURLWithoutAMasterNameIsRefused(_ text: String) {
+        #expect(refusal(text)?.message.contains("master name") == true)
+    }
+
+    @Test func badSentinelURLsAreRefusedWithoutShowingThePassword() {
+        #expect(refusal("redis+sentinel://h:0/m")?.message.contains("port") == true)
+        #expect(refusal("redis+sentinel://h1,,h2/m")?.message.contains("no host") == true)
+        #expect(refusal("redis+sentinel://h/m/x")?.message.contains("database") == true)
+        #expect(refusal("redis+sentinel://h/m/1/2")?.message.contains("more than") == true)
+        let error = refusal("redis+sentinel://alice:s3cret@h:x/m")
+        #expect(error?.message.contains("s3cret") == false)
+        #expect(error?.message.contains("redis+sentinel://") == true)
+    }
+
+    @Test func redirectedKeepsTheLoginAndUsesDatabase0() throws {
+        let url = try RedisURL(parsing: "redis://alice:pw@seed:7000/4")
+        let moved = url.redirected(to: RedisNode(host: "10.0.0.9", port: 7002))
+        #expect(moved.endpoint == .tcp(host: "10.0.0.9", port: 7002))
+        #expect(moved.username == "alice")
+        #expect(moved.password == "pw")
+        #expect(moved.database == 0)
     }
 }

@@ -64,6 +64,19 @@ public final class RedisServer: @unchecked Sendable {
         return try launch(arguments, url: RedisURL(endpoint: .unix(path: socket)), port: nil, directory: directory)
     }
 
+    /// A Sentinel (`redis-server <conf> --sentinel`, no redis-sentinel package needed) on a free
+    /// loopback port, monitoring `master` under `name` with quorum 1; `url` is the Sentinel's own
+    /// `redis://` address.
+    public static func startSentinel(monitoring master: RedisServer, name: String) throws -> RedisServer {
+        guard let masterPort = master.port else { throw TestSupportError("a Sentinel needs a TCP master") }
+        let port = try freeLoopbackPort()
+        let directory = try TemporaryDirectory(prefix: "cfsign-sentinel")
+        let conf = directory.file("sentinel.conf")
+        let text = "port \(port)\nbind 127.0.0.1\ndir \(directory.path)\nsentinel monitor \(name) 127.0.0.1 \(masterPort) 1\n"
+        guard FileManager.default.createFile(atPath: conf, contents: Data(text.utf8)) else { throw TestSupportError("cannot write \(conf)") }
+        return try launch([conf, "--sentinel"], url: RedisURL(endpoint: .tcp(host: "127.0.0.1", port: port)), port: port, directory: directory)
+    }
+
     private static func launch(_ arguments: [String], url: RedisURL, port: Int?, directory: TemporaryDirectory) throws -> RedisServer {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)

@@ -142,6 +142,9 @@ public final class WorkerProcess: @unchecked Sendable {
             return "redis://\(auth)\(h):\(port)/\(url.database)"
         case .unix(let path):
             return "unix://\(auth)\(path)?db=\(url.database)"
+        case .sentinel(let nodes, let master):
+            return "redis+sentinel://\(auth)" + nodes.map(\.description).joined(separator: ",") + "/"
+                + (master.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? master) + "/\(url.database)"
         }
     }
 }
