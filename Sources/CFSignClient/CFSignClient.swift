@@ -52,6 +52,10 @@ public final class CFSignClient: Sendable {
 
     /// Opens a client; connects once to fail early on a bad URL or unreachable Redis.
     public init(configuration: Configuration) throws(CFSignClientError) {
+        // Job ids are "<client id>-<n>" and may be at most 200 bytes (PROTOCOL.md, "Job").
+        guard !configuration.clientID.isEmpty, configuration.clientID.utf8.count <= 160 else {
+            throw .invalidConfiguration("client id must be 1-160 bytes (job ids built from it are at most 200)")
+        }
         self.configuration = configuration
         self.replyKey = configuration.namespace.reply(configuration.clientID)
         do {
@@ -61,7 +65,11 @@ public final class CFSignClient: Sendable {
         } catch {
             throw .redis(error.message)
         }
-        let thread = Thread { [self] in readReplies() }
+        // The thread holds the client weakly, so a client the app drops is closed by `deinit`.
+        let (wake, configuration, replyKey) = (self.wake, self.configuration, self.replyKey)
+        let thread = Thread { [weak self] in
+            CFSignClient.readReplies(client: { self }, wake: wake, configuration: configuration, replyKey: replyKey)
+        }
         thread.name = "cfsign-client-replies"
         thread.start()
     }
@@ -203,13 +211,16 @@ public final class CFSignClient: Sendable {
 
     /// The reply thread: BLPOP the reply list while anyone waits; resolve waiters by id; expire the
     /// ones past their deadline. Idle clients cost no Redis traffic.
-    private func readReplies() {
+    private static func readReplies(client: () -> CFSignClient?, wake: DispatchSemaphore, configuration: Configuration, replyKey: String) {
         var connection: RedisConnection?
         var route = RedisRoute(url: configuration.redis)
         var backoff = Backoff(initial: 0.05, maximum: 2)
-        while !closed.load(ordering: .acquiring) {
-            let nearest = expireOverdue()
-            guard let nearest else {
+        while true {
+            // The client is held only for a moment, never across a blocking wait.
+            let next: ContinuousClock.Instant??
+            if let c = client(), !c.closed.load(ordering: .acquiring) { next = .some(c.expireOverdue()) } else { next = .none }
+            guard let nearestOrNil = next else { return }
+            guard let nearest = nearestOrNil else {
                 _ = wake.wait(timeout: .now() + 5)
                 continue
             }
@@ -225,7 +236,8 @@ public final class CFSignClient: Sendable {
                     let r = try connection!.command(["BLPOP", replyKey, String(format: "%.3f", block)])
                     if let pair = r.array, pair.count == 2, let bytes = pair[1].bytes { replies = [bytes] }
                 }
-                for raw in replies { deliver(raw) }
+                guard let c = client() else { return }
+                for raw in replies { c.deliver(raw) }
                 backoff.reset()
             } catch {
                 connection = nil

@@ -36,7 +36,7 @@ public struct KeyGroupDocument: Sendable, Equatable {
             guard KeyID.isValid(key.id) else { throw KeyGroupError("key id \"\(key.id)\" is not valid (\(KeyID.rule))") }
             guard seen.insert(key.id).inserted else { throw KeyGroupError("key id \"\(key.id)\" appears more than once") }
         }
-        guard seen.contains(active) else {
+        guard KeyID.isValid(active), keys.contains(where: { $0.id.utf8.elementsEqual(active.utf8) }) else {
             throw KeyGroupError("active key \"\(active)\" is not among keys (\(keys.map(\.id).joined(separator: ", ")))")
         }
         self.version = version

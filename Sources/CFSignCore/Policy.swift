@@ -74,7 +74,9 @@ public struct SigningPlan: Sendable {
 
     public var expiresAt: Int64 { policy.expiresAt }
 
-    public init(_ request: SigningRequest, now: Int64, limits: SigningLimits) throws(SigningError) {
+    /// - Parameter roundingCap: a tighter lifetime limit (e.g. a signing-policy prefix rule) that
+    ///   expiry rounding must not push past, besides `limits.maximumLifetime`.
+    public init(_ request: SigningRequest, now: Int64, limits: SigningLimits, roundingCap: Int64? = nil) throws(SigningError) {
         var expiresAt: Int64
         switch request.expiry {
         case .at(let t):
@@ -94,7 +96,8 @@ public struct SigningPlan: Sendable {
         if granularity > 0, expiresAt <= SigningLimits.latestExpiry {
             let rounded = (expiresAt + granularity - 1) / granularity * granularity
             // Rounding never pushes a link past the lifetime limit.
-            if limits.maximumLifetime.map({ rounded - now <= $0 }) ?? true { expiresAt = rounded }
+            let cap = [limits.maximumLifetime, roundingCap].compactMap { $0 }.min()
+            if cap.map({ rounded - now <= $0 }) ?? true { expiresAt = rounded }
         }
         if expiresAt > SigningLimits.latestExpiry {
             throw SigningError(.invalidExpiry, "expiry \(expiresAt) is after the year 9999; give a nearer time")

@@ -49,29 +49,43 @@ public struct SigningRules: Sendable, Equatable {
         return parts.joined(separator: "; ")
     }
 
-    /// Checks a planned link against the rules.
+    /// Checks a planned link against the rules: its URL, and the reach of its `resource`.
     public func check(_ plan: SigningPlan, now: Int64) throws(SigningError) {
         if isEmpty { return }
-        let url = plan.request.url
-        let (host, path) = Self.hostAndPath(url)
+        let lifetime = plan.expiresAt - now
+        let (host, path) = Self.hostAndPath(plan.request.url)
         if !allowedHosts.isEmpty, !allowedHosts.contains(host.lowercased()) {
             throw SigningError(.policyDenied, "host \(host) is not allowed by this worker's signing policy (allowed_hosts: \(allowedHosts.joined(separator: ", ")))")
         }
         if !allowedPathPrefixes.isEmpty, !allowedPathPrefixes.contains(where: { path.hasPrefix($0) }) {
             throw SigningError(.policyDenied, "path \(path) is outside this worker's signing policy (allowed_path_prefixes: \(allowedPathPrefixes.joined(separator: ", ")))")
         }
-        if let limit = prefixLifetimes.filter({ path.hasPrefix($0.prefix) }).max(by: { $0.prefix.count < $1.prefix.count }),
-           plan.expiresAt - now > limit.seconds {
-            throw SigningError(.policyDenied, "links under \(limit.prefix) may live at most \(Durations.describe(limit.seconds)) (prefix_max_lifetimes); this one would live \(Durations.describe(plan.expiresAt - now))")
+        if let limit = lifetimeLimit(forPath: path), lifetime > limit.seconds {
+            throw SigningError(.policyDenied, "links under \(limit.prefix) may live at most \(Durations.describe(limit.seconds)) (prefix_max_lifetimes); this one would live \(Durations.describe(lifetime))")
         }
         if let resource = plan.request.resource {
-            try checkWildcards(resource)
+            try checkResource(resource, lifetime: lifetime)
         }
     }
 
-    private func checkWildcards(_ resource: String) throws(SigningError) {
-        guard let firstWildcard = resource.firstIndex(where: { $0 == "*" || $0 == "?" }) else { return }
-        switch wildcards {
+    /// The prefix lifetime rule for a path (the longest matching prefix), if any.
+    public func lifetimeLimit(forPath path: String) -> (prefix: String, seconds: Int64)? {
+        prefixLifetimes.filter { path.hasPrefix($0.prefix) }.max { $0.prefix.count < $1.prefix.count }
+    }
+
+    /// The longest lifetime the rules allow for a request's URL, for capping expiry rounding.
+    public func lifetimeCap(for request: SigningRequest) -> Int64? {
+        lifetimeLimit(forPath: Self.hostAndPath(request.url).path)?.seconds
+    }
+
+    /// A wildcard resource opens every URL it matches, so its reach is what the rules must bound,
+    /// not just the job's own URL. With any host, path or lifetime rule set, `any` counts as
+    /// `within-prefix`: otherwise `"resource": "*"` on an allowed URL would open everything.
+    private func checkResource(_ resource: String, lifetime: Int64) throws(SigningError) {
+        guard let firstWildcard = resource.firstIndex(where: { $0 == "*" || $0 == "?" }) else { return }  // then resource == url
+        let scoped = !allowedHosts.isEmpty || !allowedPathPrefixes.isEmpty || !prefixLifetimes.isEmpty
+        let mode = wildcards == .any && scoped ? .withinPrefix : wildcards
+        switch mode {
         case .any: return
         case .none:
             throw SigningError(.policyDenied, "resource \(resource) uses wildcards, which this worker's signing policy forbids (resource_wildcards = none)")
@@ -80,13 +94,20 @@ public struct SigningRules: Sendable, Equatable {
             let schemeEnd = literal.firstRange(of: "://")
             let hostAndPath = schemeEnd.map { String(literal[$0.upperBound...]) } ?? ""
             let slash = hostAndPath.firstIndex(of: "/")
+            let literalHost = slash.map { String(hostAndPath[..<$0]) } ?? ""
             let literalPath = slash.map { String(hostAndPath[$0...]) } ?? ""
             let scheme = schemeEnd.map { String(literal[..<$0.lowerBound]) } ?? ""
-            let wellFormed = (scheme == "http" || scheme == "https") && slash != nil
-            let prefixOK = allowedPathPrefixes.isEmpty ? wellFormed : allowedPathPrefixes.contains { literalPath.hasPrefix($0) }
-            guard wellFormed, prefixOK else {
-                let scope = allowedPathPrefixes.isEmpty ? "the scheme, the whole host and a path" : "the scheme, the whole host and an allowed path prefix (\(allowedPathPrefixes.joined(separator: ", ")))"
-                throw SigningError(.policyDenied, "resource \(resource) is wider than this worker's signing policy allows: the text before the first wildcard must name \(scope) (resource_wildcards = within-prefix)")
+            let wellFormed = (scheme == "http" || scheme == "https") && slash != nil && !literalHost.isEmpty
+            let hostOK = allowedHosts.isEmpty || allowedHosts.contains(literalHost.lowercased())
+            let prefixOK = allowedPathPrefixes.isEmpty || allowedPathPrefixes.contains { literalPath.hasPrefix($0) }
+            guard wellFormed, hostOK, prefixOK else {
+                let scope = allowedPathPrefixes.isEmpty ? "the scheme, an allowed host and a path" : "the scheme, an allowed host and an allowed path prefix (\(allowedPathPrefixes.joined(separator: ", ")))"
+                throw SigningError(.policyDenied, "resource \(resource) is wider than this worker's signing policy allows: the text before the first wildcard must name \(scope) (resource_wildcards = \(wildcards.rawValue))")
+            }
+            // Every prefix rule the resource can reach applies; the strictest wins.
+            let reachable = prefixLifetimes.filter { $0.prefix.hasPrefix(literalPath) || literalPath.hasPrefix($0.prefix) }
+            if let strictest = reachable.min(by: { $0.seconds < $1.seconds }), lifetime > strictest.seconds {
+                throw SigningError(.policyDenied, "resource \(resource) reaches links under \(strictest.prefix), which may live at most \(Durations.describe(strictest.seconds)) (prefix_max_lifetimes); this one would live \(Durations.describe(lifetime))")
             }
         }
     }

@@ -53,10 +53,10 @@ struct FileBackend: Sendable {
         let size = Int64(info.st_size)
         #if canImport(Darwin)
         let mtime = Int64(info.st_mtimespec.tv_sec)
-        let mtimeNanos = mtime * 1_000_000_000 + Int64(info.st_mtimespec.tv_nsec)
+        let mtimeNanos = mtime &* 1_000_000_000 &+ Int64(info.st_mtimespec.tv_nsec)  // wrapping: an ETag, never a trap
         #else
         let mtime = Int64(info.st_mtim.tv_sec)
-        let mtimeNanos = mtime * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
+        let mtimeNanos = mtime &* 1_000_000_000 &+ Int64(info.st_mtim.tv_nsec)  // wrapping: an ETag, never a trap
         #endif
         let etag = "\"" + String(UInt64(bitPattern: size), radix: 16) + "-" + String(UInt64(bitPattern: mtimeNanos), radix: 16) + "\""
         let lastModified = HTTPDate.format(mtime)

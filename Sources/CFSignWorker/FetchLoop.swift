@@ -36,6 +36,8 @@ final class TakeLoop {
     private let keeper: ConnectionKeeper
     private let jobsKey: [UInt8]
     private let inflightKey: [UInt8]
+    private let workersKey: [UInt8]
+    private let workerID: [UInt8]
     /// Set at start and after every failed round trip: the in-flight list may hold jobs this loop
     /// does not know it took (see `held`), so it is read before anything new is taken.
     private var recoverHeld = true
@@ -48,6 +50,8 @@ final class TakeLoop {
         let ns = configuration.namespace
         self.keeper = ConnectionKeeper(role: "take", configuration: configuration, state: state, logger: logger)
         self.jobsKey = Array(ns.jobs.utf8)
+        self.workersKey = Array(ns.workers.utf8)
+        self.workerID = Array(configuration.workerID.utf8)
         self.inflightKey = Array(ns.inflight(worker: configuration.workerID).utf8)
     }
 
@@ -106,14 +110,13 @@ final class TakeLoop {
         if let e = reply.errorMessage { keeper.serverError(e, doing: "BLMOVE"); return [] }
         guard let first = reply.bytes else { return [] }
         items = [first]
-        if configuration.batchSize > 1 {
-            items += try takeScript(connection, Array(String(configuration.batchSize - 1).utf8))
-        }
+        // Also after a batch of one: the script re-registers this worker beside the job it took.
+        items += try takeScript(connection, Array(String(configuration.batchSize - 1).utf8))
         return items
     }
 
     private func takeScript(_ connection: RedisConnection, _ n: [UInt8]) throws(RedisError) -> [[UInt8]] {
-        let reply = try connection.evaluate(Scripts.take, keys: [jobsKey, inflightKey], arguments: [n])
+        let reply = try connection.evaluate(Scripts.take, keys: [jobsKey, inflightKey, workersKey], arguments: [n, workerID])
         if let e = reply.errorMessage { keeper.serverError(e, doing: "taking jobs"); return [] }
         return reply.array?.compactMap(\.bytes) ?? []
     }

@@ -170,10 +170,16 @@ final class HeartbeatLoop {
     }
 
     /// Requeues the jobs of every registered worker whose heartbeat key has expired.
+    private var beats = 0
+
     private func reap(_ connection: RedisConnection) throws(RedisError) {
         let ns = configuration.namespace
         guard let members = try connection.command(["SMEMBERS", ns.workers]).array?.compactMap(\.string) else { return }
-        let others = members.filter { $0 != configuration.workerID }
+        var others = members.filter { $0 != configuration.workerID }
+        // Every 20 beats, also in-flight lists whose worker is not registered at all (a worker
+        // reaped while it was only slow, then killed): nobody else would ever requeue them.
+        beats += 1
+        if beats % 20 == 1 { others += try orphanedWorkers(connection, registered: Set(members)) }
         if others.isEmpty { return }
         let exists = try connection.pipeline(strings: others.map { ["EXISTS", ns.heartbeat(worker: $0)] })
         for (id, e) in zip(others, exists) where e.integer == 0 {
@@ -187,15 +193,32 @@ final class HeartbeatLoop {
         }
     }
 
+    /// Worker ids with an in-flight list but no registration (SCAN, so Redis is never blocked).
+    private func orphanedWorkers(_ connection: RedisConnection, registered: Set<String>) throws(RedisError) -> [String] {
+        let prefix = configuration.namespace.inflight(worker: "")
+        var cursor = "0"
+        var found: [String] = []
+        repeat {
+            let reply = try connection.command(["SCAN", cursor, "MATCH", prefix + "*", "COUNT", "200"])
+            guard let parts = reply.array, parts.count == 2, let next = parts[0].string else { return found }
+            cursor = next
+            for key in parts[1].array?.compactMap(\.string) ?? [] {
+                let id = String(key.dropFirst(prefix.count))
+                if id != configuration.workerID, !registered.contains(id) { found.append(id) }
+            }
+        } while cursor != "0" && found.count < 1000
+        return found
+    }
+
     /// After the drain: remove the registration, heartbeat and (empty) in-flight list. If jobs are
     /// still held (Redis was unreachable), delete only the heartbeat so another worker requeues them.
     private func deregister() {
         let ns = configuration.namespace
         let inflight = ns.inflight(worker: configuration.workerID)
+        // Five tries in all, connects included: a stopping worker never waits forever for Redis.
         var attempts = 0
         while attempts < 5 {
-            attempts += 1
-            guard let connection = keeper.connection(giveUp: { attempts > 5 }) else { break }
+            guard let connection = keeper.connection(giveUp: { attempts += 1; return attempts > 5 }) else { break }
             do throws(RedisError) {
                 let held = try connection.command(["LLEN", inflight]).integer ?? 0
                 if held == 0 {

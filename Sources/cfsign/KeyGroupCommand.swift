@@ -23,6 +23,20 @@ struct KeyGroupCommand: ParsableCommand {
         @Flag(help: "Print JSON: {\"keygroup\": <group or null>, \"workers\": [{id, keygroup_version, keygroup_refusal}]}.")
         var json = false
 
+        /// The group with any inline private key replaced by a note: output lands in logs and tickets.
+        static func redacted(_ group: JSONValue) -> JSONValue {
+            guard case .object(var members) = group, let i = members.firstIndex(where: { $0.0 == "keys" }),
+                  case .array(let keys) = members[i].1 else { return group }
+            members[i].1 = .array(keys.map { key in
+                guard case .object(let fields) = key else { return key }
+                return .object(fields.map { name, value in
+                    if name == "private_key_pem", case .string(let pem) = value { return (name, .string("<inline private key, \(pem.utf8.count) bytes, not shown>")) }
+                    return (name, value)
+                })
+            })
+            return .object(members)
+        }
+
         func run() throws {
             let ns = try redis.ns
             let connection = try redis.connect()
@@ -32,7 +46,7 @@ struct KeyGroupCommand: ParsableCommand {
                 var w = JSONWriter()
                 w.beginObject()
                 w.key("keygroup")
-                if let bytes = fleet.keyGroup, let value = try? JSONReader.parse(bytes) { w.value(value) } else { w.null() }
+                if let bytes = fleet.keyGroup, let value = try? JSONReader.parse(bytes) { w.value(Self.redacted(value)) } else { w.null() }
                 w.key("workers")
                 w.beginArray()
                 for worker in fleet.live {
@@ -55,8 +69,7 @@ struct KeyGroupCommand: ParsableCommand {
             }
             let document: KeyGroupDocument
             do { document = try KeyGroupDocument(json: bytes) } catch {
-                Terminal.result("key group in \(ns.keyGroup) is not valid: \(error.reason)")
-                throw ExitCode.failure
+                throw Terminal.fail(nil, "the key group in \(ns.keyGroup) is not valid: \(error.reason); store a good one with cfsign keygroup set FILE")
             }
             var lines = ["key group version \(document.version), active key \(document.active)"]
             for key in document.keys {

@@ -24,8 +24,12 @@ struct Status: ParsableCommand {
             if watch && !json && isatty(1) == 1 { print("\u{1B}[H\u{1B}[2J", terminator: "") }
             Terminal.result(text)
             if !watch {
-                let healthy = !fleet.live.isEmpty && fleet.versions.count == 1
-                if !healthy { throw ExitCode.failure }
+                if fleet.live.isEmpty {
+                    throw Terminal.fail(nil, "no live worker on namespace \(ns); start one with cfsign worker --namespace \(ns)")
+                }
+                if fleet.versions.count > 1 {
+                    throw Terminal.fail(nil, "live workers sign with different key-group versions (\(fleet.versions.map { $0.map(String.init) ?? "none" }.sorted().joined(separator: ", "))); see the refusals above")
+                }
                 return
             }
             fflush(nil)

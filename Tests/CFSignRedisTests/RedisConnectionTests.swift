@@ -205,7 +205,7 @@ struct RedisConnectionTests {
         let start = ContinuousClock.now
         #expect(try subscriber.nextMessage(timeout: 0.3) == nil)
         let waited = ContinuousClock.now - start
-        #expect(waited >= .milliseconds(250) && waited < .seconds(2))
+        #expect(waited >= .milliseconds(250) && waited < .seconds(8))  // loose: sanitizer runs are slow
         #expect(!subscriber.isBroken)
         // Longer than the socket timeout: poll() waits, hiredis never times out a read.
         #expect(try subscriber.nextMessage(timeout: 1.5) == nil)

@@ -42,9 +42,9 @@ struct ClientTests {
         #expect(text.contains("no worker answered within 0.5 s"), "\(text)")
         #expect(text.contains(fleet.namespace.name), "\(text)")
         #expect(waited >= .milliseconds(450))
-        // The client fails the call at ~0.5 s; the margin is for a full test run that keeps the
-        // cooperative pool busy (still far below the 60 s default the call would otherwise get).
-        #expect(waited < .seconds(10))
+        // The per-call timeout (0.5 s), not the 60 s default, ended the call. No tighter bound: under
+        // ThreadSanitizer a full run keeps the cooperative pool busy for many seconds.
+        #expect(waited < .seconds(45))
     }
 
     @Test func aURLWithAFragmentFailsAtOnceWithoutAWorker() async throws {
@@ -56,7 +56,7 @@ struct ClientTests {
         let error = await #expect(throws: CFSignClientError.self) {
             try await client.sign(url: Self.object + "#page=2", expiresIn: 600, timeout: .seconds(30))
         }
-        #expect(ContinuousClock.now - start < .seconds(5), "long before the 30 s timeout")
+        #expect(ContinuousClock.now - start < .seconds(25), "before the 30 s timeout")
         #expect(error?.code == .invalidURL)
         #expect(error?.message.contains("fragment") == true)
         #expect(try fleet.connect().command(["LLEN", fleet.namespace.jobs]) == .integer(0), "nothing was enqueued")
@@ -156,7 +156,7 @@ struct ClientTests {
         let start = ContinuousClock.now
         client.close()
         #expect(await clientError(of: call) == .closed)
-        #expect(ContinuousClock.now - start < .seconds(10), "long before the 30 s timeout")
+        #expect(ContinuousClock.now - start < .seconds(25), "before the 30 s timeout")
     }
 
     @Test func callsAfterCloseFailWithClosedAndEnqueueNothing() async throws {

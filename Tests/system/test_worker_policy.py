@@ -136,3 +136,30 @@ def test_a_junk_flood_does_not_starve_good_jobs(redis_server, workers, test_keys
     assert r.llen(f"{{{ns}}}:dead") == 1800
     assert r.llen(f"{{{ns}}}:jobs") == 0
     assert w.alive()
+
+
+def test_a_wildcard_resource_cannot_widen_an_allowed_url_even_with_wildcards_any(redis_server, workers, test_keys):
+    """With host/path rules set, resource_wildcards = any still bounds the resource's reach:
+    otherwise "resource": "*" on an allowed URL would open every path of every distribution."""
+    env = {k: v for k, v in POLICY.items() if k != "CFSIGN_RESOURCE_WILDCARDS"}
+    r, ns = start(redis_server, workers, test_keys, env)
+    url = f"{CLOUDFRONT_HOST}/invoices/1.pdf"
+    for resource in ("*", "https://*", f"{CLOUDFRONT_HOST}/*"):
+        reply = answer(r, ns, url=url, resource=resource, output="cookies")
+        assert reply["error"]["code"] == "policy_denied", (resource, reply)
+    assert answer(r, ns, url=url, resource=f"{CLOUDFRONT_HOST}/invoices/*")["ok"] is True
+
+
+def test_a_resource_reaching_a_shorter_lived_prefix_gets_that_prefix_lifetime(redis_server, workers, test_keys):
+    env = {"CFSIGN_PREFIX_MAX_LIFETIMES": "/media/=1h"}
+    r, ns = start(redis_server, workers, test_keys, env)
+    reply = answer(r, ns, url=f"{CLOUDFRONT_HOST}/public/x", resource=f"{CLOUDFRONT_HOST}/*", expires_in=86400)
+    assert reply["error"]["code"] == "policy_denied" and "/media/" in reply["error"]["message"]
+
+
+def test_expiry_rounding_never_breaks_a_prefix_lifetime_rule(redis_server, workers, test_keys):
+    env = {"CFSIGN_PREFIX_MAX_LIFETIMES": "/media/=1h", "CFSIGN_EXPIRY_ROUNDING": "1h"}
+    r, ns = start(redis_server, workers, test_keys, env)
+    for _ in range(3):
+        reply = answer(r, ns, url=f"{CLOUDFRONT_HOST}/media/v.mp4", expires_in=3600)
+        assert reply["ok"] is True, reply
