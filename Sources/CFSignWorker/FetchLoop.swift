@@ -110,8 +110,9 @@ final class TakeLoop {
         if let e = reply.errorMessage { keeper.serverError(e, doing: "BLMOVE"); return [] }
         guard let first = reply.bytes else { return [] }
         items = [first]
-        // Also after a batch of one: the script re-registers this worker beside the job it took.
-        items += try takeScript(connection, Array(String(configuration.batchSize - 1).utf8))
+        if configuration.batchSize > 1 {
+            items += try takeScript(connection, Array(String(configuration.batchSize - 1).utf8))
+        }
         return items
     }
 

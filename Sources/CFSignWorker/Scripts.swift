@@ -5,13 +5,15 @@ import CFSignRedis
 enum Scripts {
     /// take(jobs, inflight; n): move up to n jobs from the queue's right end into the in-flight list.
     /// A crash between pop and push cannot lose a job because the script is one atomic step.
-    /// take(jobs, inflight, workers; n, id) also (re-)registers the worker in the same step, so any
-    /// in-flight list that receives jobs belongs to a registered worker that a reaper will find.
+    /// take(jobs, inflight, workers; n, id): when it takes jobs it also (re-)registers the worker in
+    /// the same step, so an in-flight list that receives a batch belongs to a registered worker. (A
+    /// single job taken by BLMOVE relies on the heartbeat's SADD, and on the reapers' sweep for
+    /// in-flight lists of unregistered workers.)
     static let take = RedisScript(name: "take", source: """
-        redis.call('SADD', KEYS[3], ARGV[2])
         if tonumber(ARGV[1]) < 1 then return {} end
         local items = redis.call('RPOP', KEYS[1], ARGV[1])
         if not items then return {} end
+        redis.call('SADD', KEYS[3], ARGV[2])
         redis.call('LPUSH', KEYS[2], unpack(items))
         return items
         """)

@@ -170,12 +170,13 @@ struct Edge: AsyncParsableCommand {
         }
         let shownHost = host.contains(":") ? "[\(host)]" : host
         let base = "http://\(shownHost):\(server.port)"
-        FileHandle.standardOutput.write(Data((base + "\n").utf8))
+        // Log first, then print the URL: whoever waits for the URL on stdout finds the log complete.
         logger.notice("cfsign edge listening on \(base), serving \(handler.servingDescription)", metadata: [
             "trusted_key_ids": "\(trusted.ids.isEmpty ? "none yet" : trusted.ids.joined(separator: ","))",
             "keys_from": "\(keygroupFromRedis ? "redis key group" : "--public-key")",
             "viewer_ip_from": "\(trustXForwardedFor ? "X-Forwarded-For (first entry)" : "TCP peer")",
         ])
+        FileHandle.standardOutput.write(Data((base + "\n").utf8))
         reloader?.start()
 
         let signal = await signals.wait()
