@@ -93,7 +93,9 @@ final class TakeLoop {
     /// requeues them, so without this they would wait until the worker stops. Oldest first.
     private func held(_ connection: RedisConnection) throws(RedisError) -> [[UInt8]] {
         let reply = try connection.command(bytes: [Array("LRANGE".utf8), inflightKey, Array("0".utf8), Array("-1".utf8)])
-        if let e = reply.errorMessage { keeper.serverError(e, doing: "reading the in-flight list"); return [] }
+        // An error reply (e.g. LOADING after a restart) must not end the recovery: throwing keeps
+        // `recoverHeld` set, so the list is read again once Redis answers.
+        if let e = reply.errorMessage { throw RedisError(.server, "reading the in-flight list: \(e)") }
         let items = Array((reply.array?.compactMap(\.bytes) ?? []).reversed())
         if !items.isEmpty {
             logger.notice("answering jobs found in this worker's in-flight list (taken on a lost connection, or by an earlier process with this id)", metadata: ["jobs": "\(items.count)"])
