@@ -155,12 +155,18 @@ final class ReplyLoop {
         while let outcomes = pipeline.toReply.take() {
             var pending = outcomes
             var attempts = 0
+            // After a round trip lost with its connection, Redis may already have run those reply
+            // scripts: a resend then finds the jobs gone ("0"). They were most likely answered by
+            // that lost attempt, so they are counted and audited then (a rare double count beats
+            // a missing audit entry).
+            var resent = false
             while !pending.isEmpty {
                 guard let connection = keeper.connection(giveUp: { false }) else { break }
                 do throws(RedisError) {
                     attempts += 1
-                    pending = try deliver(pending, connection, attempt: attempts)
+                    pending = try deliver(pending, connection, attempt: attempts, resent: resent)
                 } catch {
+                    resent = true
                     keeper.failed(error, doing: "answering jobs")
                 }
             }
@@ -170,7 +176,7 @@ final class ReplyLoop {
     }
 
     /// Answers a batch in one round trip; returns the outcomes that must be tried again.
-    private func deliver(_ outcomes: [Outcome], _ connection: RedisConnection, attempt: Int) throws(RedisError) -> [Outcome] {
+    private func deliver(_ outcomes: [Outcome], _ connection: RedisConnection, attempt: Int, resent: Bool) throws(RedisError) -> [Outcome] {
         let ttl = Array(String(configuration.replyTTL).utf8)
         let maxDead = Array(String(configuration.deadListLength).utf8)
         var calls: [RedisScriptCall] = []
@@ -195,10 +201,11 @@ final class ReplyLoop {
             switch r.integer {
             case 1: count(o)
             case -2: redirected.append(deadInstead(o))
+            case 0 where resent: count(o)  // probably answered by the lost attempt
             default: break  // 0: no longer ours (requeued while we stalled); whoever holds it answers.
             }
         }
-        audit(zip(outcomes, replies).filter { $0.1.integer == 1 }.map(\.0), connection)
+        audit(zip(outcomes, replies).filter { $0.1.integer == 1 || (resent && $0.1.integer == 0) }.map(\.0), connection)
         if !failed.isEmpty {
             if attempt >= 10 {
                 logger.error("giving up answering jobs after 10 attempts; they stay in this worker's in-flight list and are taken again", metadata: ["jobs": "\(failed.count)", "error": "\(state.lastErrorText ?? "")"])
