@@ -49,15 +49,9 @@ def ha_tools() -> None:
 
 
 @pytest.fixture(scope="session")
-def cfsign_bin(ha_tools) -> Path:
-    """The cfsign executable: $CFSIGN_BIN, or .build/debug/cfsign of this repository."""
-    configured = os.environ.get("CFSIGN_BIN")
-    path = Path(configured) if configured else DEFAULT_BIN
-    if not path.is_absolute():
-        path = REPO_ROOT / path
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.fail(f"cfsign binary not found at {path}; run `swift build` in {REPO_ROOT} or set CFSIGN_BIN")
-    return path
+def cfsign_bin(ha_tools, cfsign_bin) -> Path:
+    """The shared cfsign_bin (Tests/conftest.py), once this suite's tools are known to be there."""
+    return cfsign_bin
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-from conftest import REPLY_TO, TestKey
+from .conftest import REPLY_TO, TestKey
 
 SEED = 20261125
 NOW = int(time.time())

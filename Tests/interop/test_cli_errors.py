@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import REPLY_TO
+from .conftest import REPLY_TO
 
 NOW = int(time.time())
 DAY = 86400
