@@ -11,6 +11,8 @@ public enum ErrorCode: String, Sendable, CaseIterable, Hashable {
     case policyDenied = "policy_denied"
     case unknownKey = "unknown_key"
     case noSigningKey = "no_signing_key"
+    /// Dead entries only: the job was recovered from dead workers more than `max_recoveries` times.
+    case poisonJob = "poison_job"
     case `internal` = "internal"
 }
 

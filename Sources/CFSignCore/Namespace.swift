@@ -41,6 +41,9 @@ public struct Namespace: Sendable, Hashable, CustomStringConvertible {
     public var replyPrefix: String { prefix + "reply:" }
     /// A capped stream of signed and refused jobs (security issue; optional).
     public var audit: String { prefix + "audit" }
+    /// A hash of how often each job (by SHA-1 of its bytes) was recovered from a dead worker's
+    /// in-flight list, for poison-job detection (PROTOCOL.md, "Poison jobs").
+    public var recoveries: String { prefix + "recoveries" }
 
     /// The list of jobs a worker has taken and not answered.
     public func inflight(worker id: String) -> String { prefix + "inflight:" + id }

@@ -9,7 +9,7 @@ import Synchronization
 /// through bounded queues. Taking the next batch and answering the last one overlap with signing,
 /// so the cores sign while Redis round trips are in flight; the queues bound what a worker holds.
 final class Pipeline: Sendable {
-    let toSign = Handoff<[[UInt8]]>(capacity: 1)
+    let toSign = Handoff<TakenBatch>(capacity: 1)
     let toReply = Handoff<[Outcome]>(capacity: 2)
     /// Jobs taken and not yet answered (or given up on); the take stage reads its in-flight list
     /// for lost jobs only when this is zero, so it never re-reads jobs the pipeline still holds.
@@ -20,10 +20,28 @@ final class Pipeline: Sendable {
     /// The sign stage: parse, validate and sign each batch on the Dispatch pool.
     static func sign(_ pipeline: Pipeline, processor: JobProcessor, state: WorkerState) {
         while let batch = pipeline.toSign.take() {
-            pipeline.toReply.put(processor.process(batch: batch, group: state.keyGroup))
+            var outcomes = processor.process(batch: batch.jobs, group: state.keyGroup)
+            for excerpt in batch.deadInRedis { outcomes.append(processor.oversized(excerpt)) }
+            pipeline.toReply.put(outcomes)
         }
         pipeline.toReply.close()
     }
+}
+
+/// What one take hands to the sign stage: jobs to sign, and jobs the take script already sent to
+/// the dead list because they were too large (only counted and audited downstream).
+struct TakenBatch: Sendable {
+    var jobs: [[UInt8]] = []
+    var deadInRedis: [OversizedJob] = []
+    var isEmpty: Bool { jobs.isEmpty && deadInRedis.isEmpty }
+    /// Outcomes this batch will produce (what the pipeline holds until they are answered).
+    var count: Int { jobs.count + deadInRedis.count }
+}
+
+/// A job over 64 KiB that the take script moved to `{NS}:dead`: its length and first KiB.
+struct OversizedJob: Sendable {
+    let length: Int64
+    let excerpt: [UInt8]
 }
 
 /// The take stage: move batches of jobs atomically from the queue into this worker's in-flight list.
@@ -38,6 +56,8 @@ final class TakeLoop {
     private let inflightKey: [UInt8]
     private let workersKey: [UInt8]
     private let workerID: [UInt8]
+    private let deadKey: [UInt8]
+    private let recoveriesKey: [UInt8]
     /// Set at start and after every failed round trip: the in-flight list may hold jobs this loop
     /// does not know it took (see `held`), so it is read before anything new is taken.
     private var recoverHeld = true
@@ -53,6 +73,8 @@ final class TakeLoop {
         self.workersKey = Array(ns.workers.utf8)
         self.workerID = Array(configuration.workerID.utf8)
         self.inflightKey = Array(ns.inflight(worker: configuration.workerID).utf8)
+        self.deadKey = Array(ns.dead.utf8)
+        self.recoveriesKey = Array(ns.recoveries.utf8)
     }
 
     func run() {
@@ -61,20 +83,20 @@ final class TakeLoop {
             state.connected.store(true, ordering: .relaxed)
             do throws(RedisError) {
                 if pipeline.recoveryRequested.exchange(false, ordering: .acquiringAndReleasing) { recoverHeld = true }
-                let batch: [[UInt8]]
+                var batch = TakenBatch()
                 if recoverHeld {
                     // Only once the pipeline holds nothing: then every in-flight job is a lost one.
                     if pipeline.held.load(ordering: .acquiring) > 0 {
                         Thread.sleep(forTimeInterval: 0.01)
                         continue
                     }
-                    batch = try held(connection)
+                    batch.jobs = try held(connection)
                     recoverHeld = false
                 } else {
                     batch = try take(connection)
                 }
                 if batch.isEmpty { continue }
-                state.metrics.batchSize.record(batch.count)
+                state.metrics.batchSize.record(batch.jobs.count)
                 pipeline.held.add(batch.count, ordering: .releasing)
                 pipeline.toSign.put(batch)
             } catch {
@@ -104,24 +126,38 @@ final class TakeLoop {
     }
 
     /// Up to `batch_size` jobs, moved atomically into the in-flight list; blocks a few seconds at most.
-    private func take(_ connection: RedisConnection) throws(RedisError) -> [[UInt8]] {
-        let n = Array(String(configuration.batchSize).utf8)
-        var items = try takeScript(connection, n)
-        if !items.isEmpty { return items }
+    /// A job over 64 KiB is dead-lettered inside Redis by the take script (see `Scripts.take`): the
+    /// worker holds at most one oversized element, the one BLMOVE hands over whole, and drops it.
+    private func take(_ connection: RedisConnection) throws(RedisError) -> TakenBatch {
+        var batch = try takeScript(connection, count: configuration.batchSize, afterBlockingMove: false)
+        if !batch.isEmpty { return batch }
         let reply = try connection.command(bytes: [Array("BLMOVE".utf8), jobsKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8), Array(String(configuration.blockTimeout).utf8)])
-        if let e = reply.errorMessage { keeper.serverError(e, doing: "BLMOVE"); return [] }
-        guard let first = reply.bytes else { return [] }
-        items = [first]
-        if configuration.batchSize > 1 {
-            items += try takeScript(connection, Array(String(configuration.batchSize - 1).utf8))
-        }
-        return items
+        if let e = reply.errorMessage { keeper.serverError(e, doing: "BLMOVE"); return batch }
+        guard let first = reply.bytes else { return batch }
+        let oversized = first.count > JobParser.maximumSize
+        if configuration.batchSize == 1 && !oversized { return TakenBatch(jobs: [first]) }
+        // The script looks at the element BLMOVE delivered (the in-flight list's head): it dead-letters
+        // it when oversized, and takes nothing more when it is a suspect (taken alone).
+        batch = try takeScript(connection, count: configuration.batchSize - 1, afterBlockingMove: true)
+        if !oversized { batch.jobs.insert(first, at: 0) }
+        return batch
     }
 
-    private func takeScript(_ connection: RedisConnection, _ n: [UInt8]) throws(RedisError) -> [[UInt8]] {
-        let reply = try connection.evaluate(Scripts.take, keys: [jobsKey, inflightKey, workersKey], arguments: [n, workerID])
-        if let e = reply.errorMessage { keeper.serverError(e, doing: "taking jobs"); return [] }
-        return reply.array?.compactMap(\.bytes) ?? []
+    private func takeScript(_ connection: RedisConnection, count: Int, afterBlockingMove: Bool) throws(RedisError) -> TakenBatch {
+        let reply = try connection.evaluate(
+            Scripts.take, keys: [jobsKey, inflightKey, workersKey, deadKey, recoveriesKey],
+            arguments: [Array(String(count).utf8), workerID, Array(String(JobParser.maximumSize).utf8),
+                        Array(String(configuration.deadListLength).utf8), afterBlockingMove ? [0x31] : [0x30]])
+        var batch = TakenBatch()
+        if let e = reply.errorMessage { keeper.serverError(e, doing: "taking jobs"); return batch }
+        for element in reply.array ?? [] {
+            if let job = element.bytes {
+                batch.jobs.append(job)
+            } else if let pair = element.array, pair.count == 2, let length = pair[0].integer {
+                batch.deadInRedis.append(OversizedJob(length: length, excerpt: pair[1].bytes ?? []))
+            }
+        }
+        return batch
     }
 
 }
@@ -137,6 +173,7 @@ final class ReplyLoop {
     private let keeper: ConnectionKeeper
     private let inflightKey: [UInt8]
     private let deadKey: [UInt8]
+    private let recoveriesKey: [UInt8]
     private let errorLog: ErrorLog
 
     init(configuration: WorkerConfiguration, state: WorkerState, pipeline: Pipeline, logger: Logger) {
@@ -148,6 +185,7 @@ final class ReplyLoop {
         self.keeper = ConnectionKeeper(role: "reply", configuration: configuration, state: state, logger: logger)
         self.inflightKey = Array(ns.inflight(worker: configuration.workerID).utf8)
         self.deadKey = Array(ns.dead.utf8)
+        self.recoveriesKey = Array(ns.recoveries.utf8)
         self.errorLog = ErrorLog(logger: logger)
     }
 
@@ -184,28 +222,41 @@ final class ReplyLoop {
         for o in outcomes {
             switch o.kind {
             case .reply(let replyTo, let payload):
-                calls.append(RedisScriptCall(script: Scripts.reply, keys: [inflightKey, Array(replyTo.utf8)], arguments: [o.raw, payload, ttl]))
+                calls.append(RedisScriptCall(script: Scripts.reply, keys: [inflightKey, Array(replyTo.utf8), recoveriesKey], arguments: [o.raw, payload, ttl]))
             case .dead(let entry):
-                calls.append(RedisScriptCall(script: Scripts.dead, keys: [inflightKey, deadKey], arguments: [o.raw, entry, maxDead]))
+                calls.append(RedisScriptCall(script: Scripts.dead, keys: [inflightKey, deadKey, recoveriesKey], arguments: [o.raw, entry, maxDead]))
+            case .deadInRedis:
+                continue
             }
         }
-        let replies = try connection.evaluate(calls)
+        var replies = try connection.evaluate(calls).makeIterator()
         var failed: [Outcome] = []
         var redirected: [Outcome] = []
-        for (o, r) in zip(outcomes, replies) {
+        var answered: [Outcome] = []
+        for o in outcomes {
+            let r: RedisReply
+            if case .deadInRedis = o.kind { r = .integer(1) } else if let next = replies.next() { r = next } else { break }
             if let e = r.errorMessage {
                 failed.append(o)
                 state.noteError("answering a job: \(e)")
                 continue
             }
             switch r.integer {
-            case 1: count(o)
+            case 1:
+                count(o)
+                answered.append(o)
             case -2: redirected.append(deadInstead(o))
-            case 0 where resent: count(o)  // probably answered by the lost attempt
-            default: break  // 0: no longer ours (requeued while we stalled); whoever holds it answers.
+            case 0 where resent:  // probably answered by the lost attempt
+                count(o)
+                answered.append(o)
+            default:
+                // 0: no longer ours (this worker stalled past its heartbeat and the job was requeued);
+                // whoever holds it now answers it. Counted, so a fleet that keeps stalling shows.
+                state.metrics.staleReplies.increment()
+                errorLog.stale()
             }
         }
-        audit(zip(outcomes, replies).filter { $0.1.integer == 1 || (resent && $0.1.integer == 0) }.map(\.0), connection)
+        audit(answered, connection)
         if !failed.isEmpty {
             if attempt >= 10 {
                 logger.error("giving up answering jobs after 10 attempts; they stay in this worker's in-flight list and are taken again", metadata: ["jobs": "\(failed.count)", "error": "\(state.lastErrorText ?? "")"])
@@ -249,7 +300,7 @@ final class ReplyLoop {
     private func count(_ o: Outcome) {
         let metrics = state.metrics
         switch (o.kind, o.error) {
-        case (.dead, let code):
+        case (.dead, let code), (.deadInRedis, let code):
             state.dead.add(1, ordering: .relaxed)
             metrics.dead[code ?? .invalidJob]?.increment()
             errorLog.dead(code ?? .invalidJob)
@@ -261,9 +312,11 @@ final class ReplyLoop {
             metrics.refused[code]?.increment()
             errorLog.refused(code)
         }
+        // `enqueued_at_ms` is the producer's number: subtract without trapping, and record only
+        // an age that makes sense (a day at most).
         if let enqueued = o.enqueuedAtMilliseconds {
-            let age = JobProcessor.milliseconds() - enqueued
-            if age >= 0, age < 86_400_000 { metrics.jobAge.recordMilliseconds(age) }
+            let (age, overflow) = JobProcessor.milliseconds().subtractingReportingOverflow(enqueued)
+            if !overflow, age >= 0, age < 86_400_000 { metrics.jobAge.recordMilliseconds(age) }
         }
     }
 
@@ -283,16 +336,19 @@ final class ErrorLog {
 
     init(logger: Logger) { self.logger = logger }
 
-    func refused(_ code: ErrorCode) { note("refused", code) }
-    func dead(_ code: ErrorCode) { note("dead", code) }
+    func refused(_ code: ErrorCode) { note("refused:" + code.rawValue, .info, "jobs answered with an error", code: code.rawValue) }
+    func dead(_ code: ErrorCode) { note("dead:" + code.rawValue, .warning, "jobs sent to the dead list", code: code.rawValue) }
+    func stale() {
+        note("stale", .warning, "replies not pushed: this worker no longer held those jobs (it stalled past its heartbeat and they were requeued; whoever holds them answers)", code: nil)
+    }
 
-    private func note(_ kind: String, _ code: ErrorCode) {
-        let key = kind + ":" + code.rawValue
+    private func note(_ key: String, _ level: Logger.Level, _ message: Logger.Message, code: String?) {
         counts[key, default: 0] += 1
         let now = Date()
         if let last = lastLog[key], now.timeIntervalSince(last) < 60 { return }
-        let message: Logger.Message = kind == "dead" ? "jobs sent to the dead list" : "jobs answered with an error"
-        logger.log(level: kind == "dead" ? .warning : .info, message, metadata: ["code": "\(code.rawValue)", "count": "\(counts[key]!)"])
+        var metadata: Logger.Metadata = ["count": "\(counts[key]!)"]
+        if let code { metadata["code"] = "\(code)" }
+        logger.log(level: level, message, metadata: metadata)
         counts[key] = 0
         lastLog[key] = now
     }

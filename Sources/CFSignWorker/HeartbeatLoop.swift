@@ -99,8 +99,10 @@ final class HeartbeatLoop {
         if let n = r[1].integer { metrics.queueDepth.record(n) }
         if let n = r[2].integer { metrics.inflight.record(n) }
         if let n = r[3].integer { metrics.deadListLength.record(n) }
-        guard let t = r[0].array, t.count == 2, let s = t[0].integer, let us = t[1].integer else { return }
-        let skew = (before + after) / 2 - (s * 1000 + us / 1000)
+        // TIME's numbers come from Redis: bounded before any arithmetic, so nothing can trap.
+        guard let t = r[0].array, t.count == 2, let s = t[0].integer, let us = t[1].integer,
+              (0...SigningLimits.latestExpiry).contains(s), (0..<1_000_000).contains(us) else { return }
+        let skew = before / 2 + after / 2 - (s * 1000 + us / 1000)
         state.clockSkewMilliseconds.store(Int(skew), ordering: .relaxed)
         metrics.clockSkew.record(Double(skew) / 1000)
         let over = Double(abs(skew)) / 1000 > configuration.clockSkewThreshold
@@ -182,12 +184,18 @@ final class HeartbeatLoop {
         if beats % 20 == 1 { others += try orphanedWorkers(connection, registered: Set(members)) }
         if others.isEmpty { return }
         let exists = try connection.pipeline(strings: others.map { ["EXISTS", ns.heartbeat(worker: $0)] })
+        let arguments = [String(configuration.maximumRecoveries), configuration.workerID, String(configuration.deadListLength)].map { Array($0.utf8) }
         for (id, e) in zip(others, exists) where e.integer == 0 {
-            let keys = [ns.workers, ns.heartbeat(worker: id), ns.inflight(worker: id), ns.jobs].map { Array($0.utf8) }
-            let moved = try connection.evaluate(Scripts.reap, keys: keys, arguments: [Array(id.utf8)])
-            if let n = moved.integer, n >= 0 {
-                logger.notice("reaped a worker whose heartbeat expired; its in-flight jobs are back on the queue", metadata: ["worker": "\(id)", "jobs": "\(n)"])
-            } else if let e = moved.errorMessage {
+            let keys = [ns.workers, ns.heartbeat(worker: id), ns.inflight(worker: id), ns.jobs, ns.dead, ns.recoveries].map { Array($0.utf8) }
+            let reply = try connection.evaluate(Scripts.reap, keys: keys, arguments: [Array(id.utf8)] + arguments)
+            if let counts = reply.array, counts.count == 2, let moved = counts[0].integer, let poisoned = counts[1].integer {
+                logger.notice("reaped a worker whose heartbeat expired; its in-flight jobs are back on the queue", metadata: ["worker": "\(id)", "jobs": "\(moved)"])
+                if poisoned > 0 {
+                    state.dead.add(Int(clamping: poisoned), ordering: .relaxed)
+                    state.metrics.dead[.poisonJob]?.increment(by: Int64(poisoned))
+                    logger.warning("poison jobs: sent to the dead list instead of to another worker, after killing more than max_recoveries workers", metadata: ["worker": "\(id)", "jobs": "\(poisoned)", "max_recoveries": "\(configuration.maximumRecoveries)"])
+                }
+            } else if let e = reply.errorMessage {
                 keeper.serverError(e, doing: "reaping worker \(id)")
             }
         }

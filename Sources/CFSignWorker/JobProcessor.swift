@@ -10,6 +10,9 @@ struct Outcome: Sendable {
     enum Kind: Sendable {
         case reply(replyTo: String, payload: [UInt8])
         case dead(entry: [UInt8])
+        /// Already in `{NS}:dead`, written there by the take script (a job over 64 KiB): only
+        /// counted and audited.
+        case deadInRedis
     }
     /// The job's raw bytes, exactly as taken: the reply script removes them from the in-flight list.
     let raw: [UInt8]
@@ -102,6 +105,15 @@ struct JobProcessor: Sendable {
                 return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.failure(id: job.id, error: error)), error: error.code, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds)
             }
         }
+    }
+
+    /// A job the take script dead-lettered inside Redis for its size.
+    func oversized(_ job: OversizedJob) -> Outcome {
+        var outcome = Outcome(raw: [], kind: .deadInRedis, error: .invalidJob)
+        if auditing {
+            outcome.audit = AuditRecord(id: "", replyTo: "", url: "", resource: nil, expiresAt: nil, keyID: nil, outcome: "dead:" + ErrorCode.invalidJob.rawValue)
+        }
+        return outcome
     }
 
     /// A batch, signed concurrently on Dispatch with `concurrency` lanes; outcomes in job order.

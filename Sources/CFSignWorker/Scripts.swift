@@ -1,57 +1,196 @@
+import CFSignCore
 import CFSignRedis
 
 /// The worker's Lua scripts. Every key a script touches shares the namespace's `{NS}` hash tag, so
 /// they are legal on Redis Cluster; each runs atomically, which is what makes delivery at-least-once.
 enum Scripts {
-    /// take(jobs, inflight; n): move up to n jobs from the queue's right end into the in-flight list.
-    /// A crash between pop and push cannot lose a job because the script is one atomic step.
-    /// take(jobs, inflight, workers; n, id): when it takes jobs it also (re-)registers the worker in
-    /// the same step, so an in-flight list that receives a batch belongs to a registered worker. (A
-    /// single job taken by BLMOVE relies on the heartbeat's SADD, and on the reapers' sweep for
-    /// in-flight lists of unregistered workers.)
-    static let take = RedisScript(name: "take", source: """
-        if tonumber(ARGV[1]) < 1 then return {} end
-        local items = redis.call('RPOP', KEYS[1], ARGV[1])
-        if not items then return {} end
-        redis.call('SADD', KEYS[3], ARGV[2])
-        redis.call('LPUSH', KEYS[2], unpack(items))
-        return items
+    /// Lua shared by the scripts that write dead entries inside Redis (`take` for oversized jobs,
+    /// `reap` for poison jobs). The entry has the shape `ReplyEncoder.dead` writes in Swift
+    /// (PROTOCOL.md, "Reply"): the job excerpt is its first 1 KiB, a UTF-8 sequence split by the
+    /// cut dropped, bytes that are not UTF-8 written as U+FFFD, escaped as `JSONWriter` escapes.
+    /// Written in Lua because the point is that the whole job never reaches a worker.
+    private static let deadEntryLua = """
+        local function jstr(s)
+          local out, i, n = {}, 1, #s
+          while i <= n do
+            local c = string.byte(s, i)
+            if c < 0x80 then
+              if c == 34 then out[#out + 1] = '\\\\"'
+              elseif c == 92 then out[#out + 1] = '\\\\\\\\'
+              elseif c == 10 then out[#out + 1] = '\\\\n'
+              elseif c == 13 then out[#out + 1] = '\\\\r'
+              elseif c == 9 then out[#out + 1] = '\\\\t'
+              elseif c == 8 then out[#out + 1] = '\\\\b'
+              elseif c == 12 then out[#out + 1] = '\\\\f'
+              elseif c < 32 then out[#out + 1] = string.format('\\\\u%04x', c)
+              else out[#out + 1] = string.char(c) end
+              i = i + 1
+            else
+              local len = 0
+              if c >= 0xC2 and c <= 0xDF then len = 2
+              elseif c >= 0xE0 and c <= 0xEF then len = 3
+              elseif c >= 0xF0 and c <= 0xF4 then len = 4 end
+              local ok = len > 0 and i + len - 1 <= n
+              if ok then
+                for k = 1, len - 1 do
+                  local b = string.byte(s, i + k)
+                  if b < 0x80 or b > 0xBF then ok = false; break end
+                end
+              end
+              if ok then
+                local b1 = string.byte(s, i + 1)
+                if (c == 0xE0 and b1 < 0xA0) or (c == 0xED and b1 > 0x9F) or (c == 0xF0 and b1 < 0x90) or (c == 0xF4 and b1 > 0x8F) then ok = false end
+              end
+              if ok then out[#out + 1] = string.sub(s, i, i + len - 1); i = i + len
+              else out[#out + 1] = '\\239\\191\\189'; i = i + 1 end
+            end
+          end
+          return '"' .. table.concat(out) .. '"'
+        end
+        local function excerpt(job)
+          local cut = \(ReplyEncoder.deadJobExcerpt)
+          if #job <= cut then return job end
+          local s = string.sub(job, 1, cut)
+          local i, back = cut, 0
+          while i >= 1 and back < 3 and string.byte(s, i) >= 0x80 and string.byte(s, i) <= 0xBF do i = i - 1; back = back + 1 end
+          if i >= 1 and string.byte(s, i) >= 0xC0 then
+            local c = string.byte(s, i)
+            local need = 2
+            if c >= 0xF0 then need = 4 elseif c >= 0xE0 then need = 3 end
+            if cut - i + 1 < need then s = string.sub(s, 1, i - 1) end
+          end
+          return s
+        end
+        local function dead(deadKey, maxLen, job, code, message, worker, recoveries)
+          local t = redis.call('TIME')
+          local at = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+          local entry = '{"error":{"code":' .. jstr(code) .. ',"message":' .. jstr(message) .. '},"job":' .. jstr(excerpt(job))
+            .. ',"worker":' .. jstr(worker) .. ',"at":' .. at
+          if recoveries then entry = entry .. ',"recoveries":' .. string.format('%d', recoveries) end
+          redis.call('LPUSH', deadKey, entry .. '}')
+          redis.call('LTRIM', deadKey, 0, maxLen - 1)
+        end
+
+        """
+
+    /// take(jobs, inflight, workers, dead, recoveries; n, id, max_bytes, dead_max, after_blmove):
+    /// move up to n jobs from the queue's right end into the in-flight list, atomically, so a
+    /// crash between pop and push cannot lose a job. Bounded by bytes as well as by count:
+    /// - a job over `max_bytes` never reaches the worker: it goes to `{NS}:dead` here, and the
+    ///   worker gets only `{length, excerpt}` (to count and audit it);
+    /// - with `after_blmove` = 1, the in-flight list's head is the job BLMOVE just delivered
+    ///   whole; if it is oversized it is dead-lettered the same way (the worker drops its copy);
+    /// - a suspect (a job recovered from a dead worker before, so in `{NS}:recoveries`) is always
+    ///   taken alone, so if it kills this worker too, no other job is recovered with it and
+    ///   blamed for it (PROTOCOL.md, "Poison jobs").
+    /// It (re-)registers the worker when it takes jobs, so an in-flight list that receives a batch
+    /// belongs to a registered worker. Returns the `{length, excerpt}` pairs first, then the jobs.
+    static let take = RedisScript(name: "take", source: deadEntryLua + """
+        local n, limit, deadMax = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
+        local afterBlmove = ARGV[5] == '1'
+        local result, taken = {}, {}
+        local suspects = redis.call('HLEN', KEYS[5]) > 0
+        local function suspect(item) return suspects and redis.call('HEXISTS', KEYS[5], redis.sha1hex(item)) == 1 end
+        local function oversized(item)
+          dead(KEYS[4], deadMax, item, 'invalid_job', 'job is ' .. #item .. ' bytes; at most ' .. limit .. ' are read', ARGV[2], nil)
+          result[#result + 1] = {#item, excerpt(item)}
+        end
+        local alone = false
+        if afterBlmove then
+          local head = redis.call('LINDEX', KEYS[2], 0)
+          if head and #head > limit then
+            redis.call('LPOP', KEYS[2])
+            oversized(head)
+            afterBlmove = false
+          elseif head and suspect(head) then
+            return result
+          end
+        end
+        if n >= 1 then
+          local items = redis.call('RPOP', KEYS[1], n)
+          if items then
+            for i, item in ipairs(items) do
+              if #item > limit then
+                oversized(item)
+              elseif suspect(item) then
+                local from = i
+                if #taken == 0 and not afterBlmove then taken[1] = item; from = i + 1 end
+                for j = #items, from, -1 do redis.call('RPUSH', KEYS[1], items[j]) end
+                break
+              else
+                taken[#taken + 1] = item
+              end
+            end
+          end
+        end
+        if #taken > 0 then
+          redis.call('SADD', KEYS[3], ARGV[2])
+          redis.call('LPUSH', KEYS[2], unpack(taken))
+          for _, item in ipairs(taken) do result[#result + 1] = item end
+        end
+        return result
         """)
 
-    /// reply(inflight, reply_to; raw, payload, ttl): answer only if this worker still holds the job.
-    /// A worker that stalled and had its jobs requeued does not answer them a second time. Returns 1
-    /// when answered, 0 when the job was no longer ours, -2 (removing nothing) when `reply_to` holds
-    /// something other than a list: Lua does not roll back, so the type is checked before any write.
+    /// reply(inflight, reply_to, recoveries; raw, payload, ttl): answer only if this worker still
+    /// holds the job. A worker that stalled and had its jobs requeued does not answer them a second
+    /// time. Returns 1 when answered, 0 when the job was no longer ours (a stale reply), -2
+    /// (removing nothing) when `reply_to` holds something other than a list: Lua does not roll
+    /// back, so the type is checked before any write. An answered job's recovery count goes.
     static let reply = RedisScript(name: "reply", source: """
         local t = redis.call('TYPE', KEYS[2])['ok']
         if t ~= 'list' and t ~= 'none' then return -2 end
         if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then
           redis.call('RPUSH', KEYS[2], ARGV[2])
           redis.call('EXPIRE', KEYS[2], ARGV[3])
+          if redis.call('HLEN', KEYS[3]) > 0 then redis.call('HDEL', KEYS[3], redis.sha1hex(ARGV[1])) end
           return 1
         end
         return 0
         """)
 
-    /// dead(inflight, dead; raw, entry, maxlen): move an unanswerable job to the capped dead list.
+    /// dead(inflight, dead, recoveries; raw, entry, maxlen): move an unanswerable job to the capped
+    /// dead list.
     static let dead = RedisScript(name: "dead", source: """
         if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then
           redis.call('LPUSH', KEYS[2], ARGV[2])
           redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+          if redis.call('HLEN', KEYS[3]) > 0 then redis.call('HDEL', KEYS[3], redis.sha1hex(ARGV[1])) end
           return 1
         end
         return 0
         """)
 
-    /// reap(workers, heartbeat, inflight, jobs; id): if the worker's heartbeat has expired, move its
-    /// in-flight jobs back to the end of the queue that is popped next (oldest first) and deregister
-    /// it. Two reapers cannot both requeue: the second finds the list empty. Returns the count moved,
-    /// or -1 when the worker is alive.
-    static let reap = RedisScript(name: "reap", source: """
+    /// reap(workers, heartbeat, inflight, jobs, dead, recoveries; id, max_recoveries, reaper,
+    /// dead_max): if the worker's heartbeat has expired, move its in-flight jobs back to the end
+    /// of the queue that is popped next (oldest first) and deregister it. Each job's recoveries
+    /// are counted in `{NS}:recoveries` (by SHA-1 of its bytes, so the hash stays small); a job
+    /// recovered more than `max_recoveries` times goes to `{NS}:dead` as `poison_job` instead of
+    /// taking down the next worker. Two reapers cannot both requeue: the second finds the list
+    /// empty. Returns {moved, poisoned}, or -1 when the worker is alive.
+    static let reap = RedisScript(name: "reap", source: deadEntryLua + """
         if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-        local n = 0
-        while redis.call('LMOVE', KEYS[3], KEYS[4], 'LEFT', 'RIGHT') do n = n + 1 end
+        local maxRecoveries, deadMax = tonumber(ARGV[2]), tonumber(ARGV[4])
+        local moved, poisoned = 0, 0
+        while true do
+          local item = redis.call('LPOP', KEYS[3])
+          if not item then break end
+          local h = redis.sha1hex(item)
+          local n = redis.call('HINCRBY', KEYS[6], h, 1)
+          if n > maxRecoveries then
+            redis.call('HDEL', KEYS[6], h)
+            dead(KEYS[5], deadMax, item, 'poison_job', 'job was in the in-flight list of ' .. n .. ' workers that died (max_recoveries = ' .. maxRecoveries .. '); it is not handed to another worker', ARGV[3], n)
+            poisoned = poisoned + 1
+          else
+            redis.call('RPUSH', KEYS[4], item)
+            moved = moved + 1
+          end
+        end
+        if moved > 0 then redis.call('EXPIRE', KEYS[6], \(recoveriesLifetime)) end
         redis.call('SREM', KEYS[1], ARGV[1])
-        return n
+        return {moved, poisoned}
         """)
+
+    /// Seconds `{NS}:recoveries` outlives the last recovery: counts of jobs that were never
+    /// answered (e.g. deleted by an operator) do not stay forever.
+    static let recoveriesLifetime = 7 * 86400
 }

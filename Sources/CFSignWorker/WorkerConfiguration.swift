@@ -63,6 +63,9 @@ public struct WorkerConfiguration: Sendable {
     public var auditStreamLength: Int = 100_000
     /// `log_level`: trace, debug, info, notice, warning, error, critical. Default info.
     public var logLevel: String = "info"
+    /// `max_recoveries`: a job recovered from dead workers' in-flight lists more than this many
+    /// times goes to `{NS}:dead` as `poison_job` instead of to the next worker. Default 3.
+    public var maximumRecoveries: Int = 3
 
     public init() {}
 
@@ -174,6 +177,7 @@ extension WorkerConfiguration {
             }
             c.logLevel = v
         },
+        Setting(key: "max_recoveries") { c, v throws(ConfigurationError) in c.maximumRecoveries = try int(v, 0...1000) },
     ]
 
     public static var keys: [String] { settings.map(\.key) }

@@ -10,6 +10,9 @@ final class WorkerMetrics: Sendable {
     let refused: [ErrorCode: Counter]
     /// `cfsign_jobs_total{outcome="dead",code=...}`: sent to the dead list.
     let dead: [ErrorCode: Counter]
+    /// `cfsign_stale_replies_total`: replies the reply script refused because this worker no
+    /// longer held the job (it stalled past its heartbeat and the job was requeued).
+    let staleReplies: Counter
     /// Parse + validate + sign of one job.
     let signDuration: Timer
     /// Enqueue to reply, for jobs that carry `enqueued_at_ms`.
@@ -36,11 +39,12 @@ final class WorkerMetrics: Sendable {
             refused[code] = Counter(label: "cfsign_jobs_total", dimensions: [("outcome", "error"), ("code", code.rawValue)])
         }
         // Only these codes send a job to the dead list (its id or reply_to cannot be used).
-        for code in [ErrorCode.invalidJob, .missingField] {
+        for code in [ErrorCode.invalidJob, .missingField, .poisonJob] {
             dead[code] = Counter(label: "cfsign_jobs_total", dimensions: [("outcome", "dead"), ("code", code.rawValue)])
         }
         self.refused = refused
         self.dead = dead
+        staleReplies = Counter(label: "cfsign_stale_replies_total")
         signDuration = Timer(label: "cfsign_sign_duration_seconds")
         jobAge = Timer(label: "cfsign_job_age_seconds")
         batchSize = Recorder(label: "cfsign_batch_size")
