@@ -77,7 +77,10 @@ let package = Package(
         ),
         .target(
             name: "CFSignClient",
-            dependencies: ["CFSignSync", "CFSignCore", "CFSignRedis"]
+            dependencies: [
+                "CFSignSync", "CFSignCore", "CFSignRedis",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .executableTarget(
             name: "cfsign",

@@ -3,6 +3,7 @@ import CFSignCore
 import CFSignRedis
 import Dispatch
 import Foundation
+import Logging
 import Synchronization
 
 /// A producer's handle on a cfsign fleet: enqueue signing jobs on Redis and await their replies.
@@ -30,15 +31,24 @@ public final class CFSignClient: Sendable {
         /// Seconds to connect; replies are read with short blocking pops well inside `commandTimeout`.
         public var connectTimeout: Double
         public var commandTimeout: Double
+        /// The largest `expiry_rounding` the fleet's workers apply (seconds; 0: none). Replies are
+        /// checked against their request (`ReplyCheck`), and an `expires_in` link may expire this
+        /// much later than asked.
+        public var expiryRounding: Int64
+        /// Where dropped replies are reported.
+        public var logger: Logger
 
         public init(redis: RedisURL = .default, namespace: Namespace = .default, clientID: String? = nil,
-                    defaultTimeout: Duration = .seconds(10), connectTimeout: Double = 5, commandTimeout: Double = 10) {
+                    defaultTimeout: Duration = .seconds(10), connectTimeout: Double = 5, commandTimeout: Double = 10,
+                    expiryRounding: Int64 = 0, logger: Logger = Logger(label: "cfsign.client")) {
             self.redis = redis
             self.namespace = namespace
             self.clientID = clientID ?? CFSignClient.randomClientID()
             self.defaultTimeout = defaultTimeout
             self.connectTimeout = connectTimeout
             self.commandTimeout = commandTimeout
+            self.expiryRounding = expiryRounding
+            self.logger = logger
         }
     }
 
@@ -134,12 +144,13 @@ public final class CFSignClient: Sendable {
         let limit = timeout ?? configuration.defaultTimeout
         let deadline = ContinuousClock.now + limit
         let ids = requests.map { _ in configuration.clientID + "-" + String(counter.add(1, ordering: .relaxed).newValue) }
+        let askedAt = Int64(Date().timeIntervalSince1970)
         let jobs = zip(ids, requests).map { id, r in r.jobJSON(id: id, replyTo: replyKey) }
         return await withTaskGroup(of: (Int, Result<SignedReply, CFSignClientError>).self) { group in
-            for (i, id) in ids.enumerated() {
+            for (i, (id, request)) in zip(ids, requests).enumerated() {
                 // Register every waiter before pushing, so no reply can arrive unclaimed.
                 let stream = AsyncStream<Result<SignedReply, CFSignClientError>>.makeStream()
-                let waiter = Waiter(continuation: stream.continuation, deadline: deadline, seconds: limit)
+                let waiter = Waiter(continuation: stream.continuation, deadline: deadline, seconds: limit, request: request.request, askedAt: askedAt)
                 // `closed` is checked under the lock close() takes after setting it: a call racing
                 // close() either sees the flag here or has its waiter failed by close(); never both
                 // missed (the reply thread is gone after close, so a missed waiter would wait forever).
@@ -198,6 +209,9 @@ public final class CFSignClient: Sendable {
         let continuation: AsyncStream<Result<SignedReply, CFSignClientError>>.Continuation
         let deadline: ContinuousClock.Instant
         let seconds: Duration
+        /// What was asked, so a reply is checked against it before it is returned.
+        let request: SigningRequest
+        let askedAt: Int64
 
         func finish(_ result: Result<SignedReply, CFSignClientError>) {
             continuation.yield(result)
@@ -249,9 +263,18 @@ public final class CFSignClient: Sendable {
 
     private func deliver(_ raw: [UInt8]) {
         guard let parsed = try? SignedReply.parse(raw) else { return }
-        let waiter = waiters.withLock { $0.byID.removeValue(forKey: parsed.id) }
         // No waiter: a duplicate (at-least-once delivery) or a reply after its timeout. Dropped.
-        waiter?.finish(parsed.result)
+        guard let waiter = waiters.withLock({ $0.byID[parsed.id] }) else { return }
+        if case .success(let reply) = parsed.result,
+           let reason = ReplyCheck.mismatch(url: reply.url, cookies: reply.cookies?.map { ($0.name, $0.value) }, expiresAt: reply.expiresAt,
+                                            keyID: reply.keyID, request: waiter.request, askedAt: waiter.askedAt,
+                                            now: Int64(Date().timeIntervalSince1970), rounding: configuration.expiryRounding) {
+            // Not the answer to what was asked (reply injection, or a worker whose expiry_rounding
+            // exceeds Configuration.expiryRounding): dropped, and the call keeps waiting.
+            configuration.logger.warning("dropped a reply that does not match its request", metadata: ["id": "\(parsed.id)", "reason": "\(reason)"])
+            return
+        }
+        if let w = waiters.withLock({ $0.byID.removeValue(forKey: parsed.id) }) { w.finish(parsed.result) }
     }
 
     /// Fails every waiter past its deadline; returns the nearest remaining deadline (nil: none waits).

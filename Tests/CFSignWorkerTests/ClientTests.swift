@@ -13,8 +13,12 @@ struct ClientTests {
     static let object = "https://d111111abcdef8.cloudfront.net/invoices/42.pdf"
 
     /// A reply as a worker pushes it (PROTOCOL.md, "Reply").
-    private func reply(id: String, url: String) -> String {
-        #"{"id":"\#(id)","ok":true,"url":"\#(url)","key_id":"KFAKE","expires_at":2000000000,"policy":"canned"}"#
+    /// A reply shaped as a worker writes it for `url` asked with `expiresIn: 600` (the client checks
+    /// replies against their request); `tag` tells replies for the same URL apart.
+    private func reply(id: String, url: String, tag: Int = 1) -> (json: String, url: String) {
+        let expires = Int64(Date().timeIntervalSince1970) + 600
+        let signed = url + (url.contains("?") ? "&" : "?") + "Expires=\(expires)&Signature=" + String(repeating: "QUFB", count: tag) + "&Key-Pair-Id=KFAKE"
+        return (#"{"id":"\#(id)","ok":true,"url":"\#(signed)","key_id":"KFAKE","expires_at":\#(expires),"policy":"canned"}"#, signed)
     }
 
     /// Takes the next job from `{NS}:jobs` the way a worker does (from the right), waiting up to 20 s.
@@ -94,23 +98,41 @@ struct ClientTests {
         let job = try await takeJob(redis, fleet.namespace)
         // In one push, as a worker that crashed and a second worker might leave them: a reply for an id
         // nobody waits for, something that is not a reply, the answer, and a duplicate of the answer.
+        let answer = reply(id: job.id, url: Self.object, tag: 1)
         _ = try redis.command(["RPUSH", replyKey,
-                               reply(id: "dup-test-unknown", url: Self.object + "?from=nowhere"),
+                               reply(id: "dup-test-unknown", url: Self.object + "?from=nowhere").json,
                                "not json",
-                               reply(id: job.id, url: Self.object + "?answer=1"),
-                               reply(id: job.id, url: Self.object + "?answer=2")])
+                               answer.json,
+                               reply(id: job.id, url: Self.object, tag: 2).json])
         let link = try await first.value
-        #expect(link.url == Self.object + "?answer=1")
+        #expect(link.url == answer.url)
         #expect(try await eventually { try redis.command(["LLEN", replyKey]) == .integer(0) }, "the client read and dropped the rest")
 
         // The client still matches the next job correctly.
         let second = Task { try await client.sign(url: Self.object + "?n=2", expiresIn: 600) }
         let next = try await takeJob(redis, fleet.namespace)
         #expect(next.id != job.id)
+        let nextAnswer = reply(id: next.id, url: Self.object + "?n=2", tag: 4)
         _ = try redis.command(["RPUSH", replyKey,
-                               reply(id: job.id, url: Self.object + "?answer=3"),
-                               reply(id: next.id, url: Self.object + "?n=2&answer=4")])
-        #expect(try await second.value.url == Self.object + "?n=2&answer=4")
+                               reply(id: job.id, url: Self.object, tag: 3).json,
+                               nextAnswer.json])
+        #expect(try await second.value.url == nextAnswer.url)
+    }
+
+    @Test func anInjectedReplyForAnotherObjectIsDroppedAndTheCallKeepsWaiting() async throws {
+        let fleet = try Fleet(withWorker: false)
+        defer { fleet.stop() }
+        let client = try fleet.client(clientID: "inject-test")
+        defer { client.close() }
+        let redis = try fleet.connect()
+        let replyKey = fleet.namespace.reply("inject-test")
+        let call = Task { try await client.sign(url: Self.object, expiresIn: 600) }
+        let job = try await takeJob(redis, fleet.namespace)
+        // Another producer of the namespace pushed a job with this id and reply_to for its own URL.
+        let injected = reply(id: job.id, url: "https://d111111abcdef8.cloudfront.net/other/secret.pdf")
+        let answer = reply(id: job.id, url: Self.object)
+        _ = try redis.command(["RPUSH", replyKey, injected.json, answer.json])
+        #expect(try await call.value.url == answer.url)
     }
 
     @Test func aDuplicateOfAnAnsweredReplyDoesNotDisturbLaterCalls() async throws {
@@ -122,7 +144,7 @@ struct ClientTests {
         let replyKey = fleet.namespace.reply("dup-worker")
         let first = try await client.sign(url: Self.object + "?n=1", expiresIn: 600)
         // A duplicate of the answer (LPUSH: at the head, read before anything else) and a reply nobody asked for.
-        _ = try redis.command(["LPUSH", replyKey, first.replyJSON, reply(id: "dup-worker-999999", url: Self.object)])
+        _ = try redis.command(["LPUSH", replyKey, first.replyJSON, reply(id: "dup-worker-999999", url: Self.object).json])
         let second = try await client.sign(url: Self.object + "?n=2", expiresIn: 600)
         #expect(second.url?.hasPrefix(Self.object + "?n=2&Expires=") == true)
         #expect(second.id != first.id)
