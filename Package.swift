@@ -20,6 +20,9 @@ let package = Package(
         .executable(name: "cfsign", targets: ["cfsign"]),
         .library(name: "CFSignClient", targets: ["CFSignClient"]),
         .library(name: "CFSignCore", targets: ["CFSignCore"]),
+        // For the fuzz package (Fuzz/), which drives the worker's job path through its SPI.
+        .library(name: "CFSignCrypto", targets: ["CFSignCrypto"]),
+        .library(name: "CFSignWorker", targets: ["CFSignWorker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),

@@ -174,7 +174,7 @@ final class ReplyLoop {
     private let inflightKey: [UInt8]
     private let deadKey: [UInt8]
     private let recoveriesKey: [UInt8]
-    private let errorLog: ErrorLog
+    private let ledger: OutcomeLedger
 
     init(configuration: WorkerConfiguration, state: WorkerState, pipeline: Pipeline, logger: Logger) {
         self.configuration = configuration
@@ -186,7 +186,7 @@ final class ReplyLoop {
         self.inflightKey = Array(ns.inflight(worker: configuration.workerID).utf8)
         self.deadKey = Array(ns.dead.utf8)
         self.recoveriesKey = Array(ns.recoveries.utf8)
-        self.errorLog = ErrorLog(logger: logger)
+        self.ledger = OutcomeLedger(state: state, logger: logger)
     }
 
     func run() {
@@ -243,17 +243,16 @@ final class ReplyLoop {
             }
             switch r.integer {
             case 1:
-                count(o)
+                ledger.answered(o)
                 answered.append(o)
             case -2: redirected.append(deadInstead(o))
             case 0 where resent:  // probably answered by the lost attempt
-                count(o)
+                ledger.answered(o)
                 answered.append(o)
             default:
                 // 0: no longer ours (this worker stalled past its heartbeat and the job was requeued);
                 // whoever holds it now answers it. Counted, so a fleet that keeps stalling shows.
-                state.metrics.staleReplies.increment()
-                errorLog.stale()
+                ledger.stale()
             }
         }
         audit(answered, connection)
@@ -296,60 +295,10 @@ final class ReplyLoop {
         }
     }
 
-    /// Counts a job once, when its reply (or dead entry) has been pushed.
-    private func count(_ o: Outcome) {
-        let metrics = state.metrics
-        switch (o.kind, o.error) {
-        case (.dead, let code), (.deadInRedis, let code):
-            state.dead.add(1, ordering: .relaxed)
-            metrics.dead[code ?? .invalidJob]?.increment()
-            errorLog.dead(code ?? .invalidJob)
-        case (.reply, nil):
-            state.jobs.add(1, ordering: .relaxed)
-            metrics.signed.increment()
-        case (.reply, let code?):
-            state.errors.add(1, ordering: .relaxed)
-            metrics.refused[code]?.increment()
-            errorLog.refused(code)
-        }
-        // `enqueued_at_ms` is the producer's number: subtract without trapping, and record only
-        // an age that makes sense (a day at most).
-        if let enqueued = o.enqueuedAtMilliseconds {
-            let (age, overflow) = JobProcessor.milliseconds().subtractingReportingOverflow(enqueued)
-            if !overflow, age >= 0, age < 86_400_000 { metrics.jobAge.recordMilliseconds(age) }
-        }
-    }
-
     /// A job whose `reply_to` holds something other than a list cannot be answered there.
     private func deadInstead(_ o: Outcome) -> Outcome {
         let error = SigningError(.invalidJob, "reply_to names a key that is not a list; the reply could not be pushed")
         let entry = ReplyEncoder.dead(error: error, job: o.raw, worker: configuration.workerID, atMilliseconds: JobProcessor.milliseconds())
         return Outcome(raw: o.raw, kind: .dead(entry: entry), error: .invalidJob)
-    }
-}
-
-/// Logs refused jobs by class: the first of each code at once, then at most one summary a minute.
-final class ErrorLog {
-    private let logger: Logger
-    private var counts: [String: Int] = [:]
-    private var lastLog: [String: Date] = [:]
-
-    init(logger: Logger) { self.logger = logger }
-
-    func refused(_ code: ErrorCode) { note("refused:" + code.rawValue, .info, "jobs answered with an error", code: code.rawValue) }
-    func dead(_ code: ErrorCode) { note("dead:" + code.rawValue, .warning, "jobs sent to the dead list", code: code.rawValue) }
-    func stale() {
-        note("stale", .warning, "replies not pushed: this worker no longer held those jobs (it stalled past its heartbeat and they were requeued; whoever holds them answers)", code: nil)
-    }
-
-    private func note(_ key: String, _ level: Logger.Level, _ message: Logger.Message, code: String?) {
-        counts[key, default: 0] += 1
-        let now = Date()
-        if let last = lastLog[key], now.timeIntervalSince(last) < 60 { return }
-        var metadata: Logger.Metadata = ["count": "\(counts[key]!)"]
-        if let code { metadata["code"] = "\(code)" }
-        logger.log(level: level, message, metadata: metadata)
-        counts[key] = 0
-        lastLog[key] = now
     }
 }

@@ -58,9 +58,20 @@ struct FleetSnapshot {
             workers.append(WorkerView(id: id, heartbeat: hb, inflight: r[5 + 2 * n].integer ?? 0))
         }
         var time: Int64 = 0
-        if let t = r[3].array, t.count == 2, let s = t[0].integer, let us = t[1].integer { time = s * 1000 + us / 1000 }
+        if let t = r[3].array, t.count == 2, let s = t[0].integer, let us = t[1].integer,
+           (0...SigningLimits.latestExpiry).contains(s), (0..<1_000_000).contains(us) { time = s * 1000 + us / 1000 }
         return FleetSnapshot(workers: workers, queued: r[0].integer ?? 0, dead: r[1].integer ?? 0, keyGroup: r[2].bytes, redisTimeMilliseconds: time)
     }
+
+    /// The version above `highestVersion`; nil when that is already Int64.max (a heartbeat or a
+    /// stored group can say anything).
+    var nextVersion: Int64? {
+        let (next, overflow) = highestVersion.addingReportingOverflow(1)
+        return overflow ? nil : next
+    }
+
+    /// Jobs in every worker's in-flight list (saturating: the counts come from Redis).
+    var inflightTotal: Int64 { workers.reduce(0) { $0.addingSaturating($1.inflight) } }
 
     /// The highest version anywhere: the stored group or any live heartbeat (the next must be above).
     var highestVersion: Int64 {

@@ -110,8 +110,8 @@ struct KeyGroupCommand: ParsableCommand {
             do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
                 throw Terminal.fail(nil, "cannot read \(file): \(error.localizedDescription)")
             }
-            try KeyGroupStore(redis: redis).store(from: { highest throws in
-                try KeyGroupStore.document(fromFile: Array(data), name: file, nextVersion: highest + 1)
+            try KeyGroupStore(redis: redis).store(from: { next throws in
+                try KeyGroupStore.document(fromFile: Array(data), name: file, nextVersion: next)
             }, checkFiles: checkFiles)
         }
     }
@@ -152,13 +152,13 @@ struct KeyGroupCommand: ParsableCommand {
                 }
             }
             let newKey = KeyGroupDocument.Key(id: keyId, source: .file(privateKeyFile), publicKeyPEM: publicPEM)
-            try KeyGroupStore(redis: redis).store(with: { highest, current throws in
+            try KeyGroupStore(redis: redis).store(with: { next, current throws in
                 var keys = [newKey]
                 if let current {
                     let previous = [current.keys.first { $0.id == current.active }].compactMap { $0 } + current.keys.filter { $0.id != current.active }
                     keys += previous.filter { $0.id != keyId }.prefix(keep)
                 }
-                do throws(KeyGroupError) { return try KeyGroupDocument(version: highest + 1, active: keyId, keys: keys) } catch {
+                do throws(KeyGroupError) { return try KeyGroupDocument(version: next, active: keyId, keys: keys) } catch {
                     throw Terminal.fail(nil, "the rotated group is not valid: \(error.reason)")
                 }
             }, checkFiles: checkFiles)
@@ -172,10 +172,11 @@ struct KeyGroupStore {
     let redis: RedisOptions
 
     func store(from make: (Int64) throws -> KeyGroupDocument, checkFiles: Bool) throws {
-        try store(with: { highest, _ in try make(highest) }, checkFiles: checkFiles)
+        try store(with: { next, _ in try make(next) }, checkFiles: checkFiles)
     }
 
-    func store(with make: (_ highest: Int64, _ current: KeyGroupDocument?) throws -> KeyGroupDocument, checkFiles: Bool) throws {
+    /// `make` gets the next version (above the stored group and every live heartbeat) and the stored group.
+    func store(with make: (_ next: Int64, _ current: KeyGroupDocument?) throws -> KeyGroupDocument, checkFiles: Bool) throws {
         let ns = try redis.ns
         let connection = try redis.connect()
         for _ in 0..<5 {
@@ -184,10 +185,14 @@ struct KeyGroupStore {
             do { fleet = try FleetSnapshot.read(connection, ns) } catch { throw Terminal.fail(nil, "reading the fleet: \(error.message)") }
             let current = fleet.keyGroup.flatMap { try? KeyGroupDocument(json: $0) }
             let highest = fleet.highestVersion
-            let document = try make(highest, current)
+            guard let next = fleet.nextVersion else {
+                _ = try? connection.command(["UNWATCH"])
+                throw Terminal.fail(nil, "the stored group or a live worker reports version \(highest), and no version is higher; delete \(ns.keyGroup) and stop the workers that report it. Nothing was written.")
+            }
+            let document = try make(next, current)
             guard document.version > highest else {
                 _ = try? connection.command(["UNWATCH"])
-                throw Terminal.fail(nil, "version \(document.version) is not higher than \(highest) (the stored group or a live worker's); use \(highest + 1) or leave \"version\" out. Nothing was written.")
+                throw Terminal.fail(nil, "version \(document.version) is not higher than \(highest) (the stored group or a live worker's); use \(next) or leave \"version\" out. Nothing was written.")
             }
             if checkFiles {
                 do {

@@ -45,14 +45,15 @@ struct Status: ParsableCommand {
         else if versions.count == 1 { agreement = "all on key-group version \(versions.first!.map(String.init) ?? "none")" }
         else { agreement = "MIXED key-group versions: \(versions.map { $0.map(String.init) ?? "none" }.sorted().joined(separator: ", "))" }
         lines.append("namespace \(ns): \(fleet.live.count) live worker(s), \(agreement)")
-        lines.append("queue \(fleet.queued)  in-flight \(fleet.workers.map(\.inflight).reduce(0, +))  dead \(fleet.dead)")
+        lines.append("queue \(fleet.queued)  in-flight \(fleet.inflightTotal)  dead \(fleet.dead)")
         if !fleet.workers.isEmpty {
             lines.append(row(["WORKER", "HOST", "VERSION", "JOBS", "ERRORS", "INFLIGHT", "LAST SEEN", "STATE"]))
         }
         for w in fleet.workers {
             let seen: String
-            if let s = w.integer("seen_at"), fleet.redisTimeMilliseconds > 0 {
-                seen = String(format: "%.1fs ago", Double(fleet.redisTimeMilliseconds - s) / 1000)
+            if let s = w.integer("seen_at"), fleet.redisTimeMilliseconds > 0,
+               case let (ago, overflow) = fleet.redisTimeMilliseconds.subtractingReportingOverflow(s), !overflow {
+                seen = String(format: "%.1fs ago", Double(ago) / 1000)
             } else { seen = "-" }
             let state = w.heartbeat == nil ? "DEAD (heartbeat expired; a live worker requeues its jobs)" : (w.string("state") ?? "?")
             lines.append(row([w.id, w.string("host") ?? "-", w.keyGroupVersion.map(String.init) ?? "none",
@@ -85,7 +86,7 @@ struct Status: ParsableCommand {
         w.beginObject()
         w.field("queue", fleet.queued)
         w.field("dead", fleet.dead)
-        w.field("inflight", fleet.workers.map(\.inflight).reduce(0, +))
+        w.field("inflight", fleet.inflightTotal)
         w.field("live_workers", fleet.live.count)
         w.key("versions")
         w.beginArray()
