@@ -20,7 +20,9 @@ final class Pipeline: Sendable {
     /// The sign stage: parse, validate and sign each batch on the Dispatch pool.
     static func sign(_ pipeline: Pipeline, processor: JobProcessor, state: WorkerState) {
         while let batch = pipeline.toSign.take() {
-            var outcomes = processor.process(batch: batch.jobs, group: state.keyGroup)
+            let group = state.keyGroup
+            let refusal = group == nil ? state.keyGroupRefusal.map { "version \($0.version.map(String.init) ?? "?"): \($0.reason)" } : nil
+            var outcomes = processor.process(batch: batch.jobs, group: group, refusal: refusal)
             for excerpt in batch.deadInRedis { outcomes.append(processor.oversized(excerpt)) }
             pipeline.toReply.put(outcomes)
         }

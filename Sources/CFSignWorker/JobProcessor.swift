@@ -58,9 +58,11 @@ struct JobProcessor: Sendable {
     var cache: SignatureCache?
 
     /// One job. Never throws and never traps on bad input: every path ends in an outcome.
-    func process(_ raw: [UInt8], group: SigningKeyGroup?, now: Int64) -> Outcome {
+    /// - Parameter refusal: why this worker has no group (the stored one was refused), for the
+    ///   `no_signing_key` message; nil when no group was stored at all.
+    func process(_ raw: [UInt8], group: SigningKeyGroup?, refusal: String? = nil, now: Int64) -> Outcome {
         let start = DispatchTime.now().uptimeNanoseconds
-        var outcome = outcome(raw, group: group, now: now)
+        var outcome = outcome(raw, group: group, refusal: refusal, now: now)
         metrics.signDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
         if auditing { outcome.audit = auditRecord(raw, outcome: outcome, group: group) }
         return outcome
@@ -86,7 +88,7 @@ struct JobProcessor: Sendable {
         }
     }
 
-    private func outcome(_ raw: [UInt8], group: SigningKeyGroup?, now: Int64) -> Outcome {
+    private func outcome(_ raw: [UInt8], group: SigningKeyGroup?, refusal: String?, now: Int64) -> Outcome {
         switch JobParser.parse(raw, namespace: namespace) {
         case .dead(let error):
             let entry = ReplyEncoder.dead(error: error, job: raw, worker: workerID, atMilliseconds: Self.milliseconds())
@@ -96,6 +98,9 @@ struct JobProcessor: Sendable {
         case .job(let job):
             do throws(SigningError) {
                 guard let group else {
+                    if let refusal {
+                        throw SigningError(.noSigningKey, "this worker has no key group to sign with: the one stored in \(namespace.keyGroup) was refused (\(refusal)); an operator must store a valid one (cfsign keygroup set)")
+                    }
                     throw SigningError(.noSigningKey, "this worker has no key group yet; an operator must store one in \(namespace.keyGroup) (cfsign keygroup set)")
                 }
                 let (keyID, key) = try group.key(for: job.request.keyID)
@@ -117,10 +122,10 @@ struct JobProcessor: Sendable {
     }
 
     /// A batch, signed concurrently on Dispatch with `concurrency` lanes; outcomes in job order.
-    func process(batch: [[UInt8]], group: SigningKeyGroup?) -> [Outcome] {
+    func process(batch: [[UInt8]], group: SigningKeyGroup?, refusal: String? = nil) -> [Outcome] {
         let now = Int64(Date().timeIntervalSince1970)
         if batch.count == 1 || concurrency == 1 {
-            return batch.map { process($0, group: group, now: now) }
+            return batch.map { process($0, group: group, refusal: refusal, now: now) }
         }
         let lanes = min(concurrency, batch.count)
         // Each lane signs every lanes-th job and hands its results over once, under one lock.
@@ -130,7 +135,7 @@ struct JobProcessor: Sendable {
             mine.reserveCapacity(batch.count / lanes + 1)
             var i = lane
             while i < batch.count {
-                mine.append((i, process(batch[i], group: group, now: now)))
+                mine.append((i, process(batch[i], group: group, refusal: refusal, now: now)))
                 i += lanes
             }
             collected.withLock { all in for (index, outcome) in mine { all[index] = outcome } }

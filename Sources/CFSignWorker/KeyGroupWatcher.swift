@@ -138,10 +138,12 @@ final class KeyGroupWatcher {
 
     private func refuse(version: Int64?, reason: String) {
         if state.refuse(WorkerState.Refusal(version: version, reason: reason)) {
-            logger.error("key group refused; still signing with the group in use", metadata: [
-                "version": "\(version.map(String.init) ?? "unknown")", "reason": "\(reason)",
-                "in_use": "\(state.keyGroup.map { String($0.version) } ?? "none")",
-            ])
+            let metadata: Logger.Metadata = ["version": "\(version.map(String.init) ?? "unknown")", "reason": "\(reason)"]
+            if let inUse = state.keyGroup {
+                logger.error("key group refused; still signing with the group in use", metadata: metadata.merging(["in_use": "\(inUse.version)"]) { a, _ in a })
+            } else {
+                logger.error("key group refused; this worker has no group to sign with: jobs are answered no_signing_key until a valid group is stored (cfsign keygroup set)", metadata: metadata)
+            }
             heartbeatWake.signal()
         }
     }

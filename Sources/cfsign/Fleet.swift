@@ -73,10 +73,38 @@ struct FleetSnapshot {
     /// Jobs in every worker's in-flight list (saturating: the counts come from Redis).
     var inflightTotal: Int64 { workers.reduce(0) { $0.addingSaturating($1.inflight) } }
 
+    /// The stored group's version; nil when none is stored or it has no readable version.
+    var storedVersion: Int64? {
+        guard let bytes = keyGroup, let doc = try? JSONReader.parse(bytes), case .integer(let v)? = doc[member: "version"] else { return nil }
+        return v
+    }
+
+    /// Why the fleet cannot sign with the stored group (CLI.md, `cfsign status`), or nil when at
+    /// least one worker is live, every live worker signs with the stored version, and none reports
+    /// a refusal.
+    func problem(_ ns: Namespace) -> String? {
+        if live.isEmpty { return "no live worker on namespace \(ns); start one with cfsign worker --namespace \(ns)" }
+        if let refused = live.first(where: { $0.refusal != nil }), let r = refused.refusal {
+            let others = live.filter { $0.refusal != nil }.count - 1
+            return "worker \(refused.id) refused key-group version \(r.version.map(String.init) ?? "?"): \(r.reason)"
+                + (others > 0 ? " (and \(others) more worker(s) report a refusal)" : "")
+        }
+        guard keyGroup != nil else {
+            return "no key group stored in \(ns.keyGroup); an operator must store one (cfsign keygroup set)"
+        }
+        guard let stored = storedVersion else {
+            return "the key group stored in \(ns.keyGroup) has no readable version; store a valid one (cfsign keygroup set)"
+        }
+        let behind = live.filter { $0.keyGroupVersion != stored }
+        if let first = behind.first {
+            return "\(behind.count) of \(live.count) live worker(s) do not sign with the stored key-group version \(stored) (\(first.id) signs with \(first.keyGroupVersion.map(String.init) ?? "none")); they may still be loading it, or refuse it"
+        }
+        return nil
+    }
+
     /// The highest version anywhere: the stored group or any live heartbeat (the next must be above).
     var highestVersion: Int64 {
-        var v: Int64 = 0
-        if let bytes = keyGroup, let doc = try? JSONReader.parse(bytes), case .integer(let stored)? = doc[member: "version"] { v = stored }
+        var v: Int64 = storedVersion ?? 0
         for w in live {
             if let k = w.keyGroupVersion { v = max(v, k) }
             if let r = w.refusal, let rv = r.version { v = max(v, rv) }

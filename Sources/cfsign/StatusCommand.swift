@@ -6,7 +6,7 @@ import Foundation
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The fleet at a glance: workers, versions, queue depth, in-flight jobs, dead list.",
-        discussion: "Exit 0 when at least one worker is live and all live workers agree on one key-group version; 1 otherwise."
+        discussion: "Exit 0 when at least one worker is live, every live worker signs with the stored key-group version, and none reports a refusal; 1 otherwise, with the reason on stderr. With --watch it keeps running."
     )
 
     @OptionGroup var redis: RedisOptions
@@ -20,16 +20,11 @@ struct Status: ParsableCommand {
         while true {
             let fleet: FleetSnapshot
             do { fleet = try FleetSnapshot.read(connection, ns) } catch { throw Terminal.fail(nil, "reading the fleet: \(error.message)") }
-            let text = json ? Self.json(fleet) : Self.table(fleet, ns)
+            let text = json ? Self.json(fleet, ns) : Self.table(fleet, ns)
             if watch && !json && isatty(1) == 1 { print("\u{1B}[H\u{1B}[2J", terminator: "") }
             Terminal.result(text)
             if !watch {
-                if fleet.live.isEmpty {
-                    throw Terminal.fail(nil, "no live worker on namespace \(ns); start one with cfsign worker --namespace \(ns)")
-                }
-                if fleet.versions.count > 1 {
-                    throw Terminal.fail(nil, "live workers sign with different key-group versions (\(fleet.versions.map { $0.map(String.init) ?? "none" }.sorted().joined(separator: ", "))); see the refusals above")
-                }
+                if let problem = fleet.problem(ns) { throw Terminal.fail(nil, problem) }
                 return
             }
             fflush(nil)
@@ -81,7 +76,7 @@ struct Status: ParsableCommand {
         return line
     }
 
-    static func json(_ fleet: FleetSnapshot) -> String {
+    static func json(_ fleet: FleetSnapshot, _ ns: Namespace) -> String {
         var w = JSONWriter()
         w.beginObject()
         w.field("queue", fleet.queued)
@@ -93,6 +88,11 @@ struct Status: ParsableCommand {
         for v in fleet.versions.sorted(by: { ($0 ?? -1) < ($1 ?? -1) }) { if let v { w.value(v) } else { w.null() } }
         w.endArray()
         w.field("agreed", !fleet.live.isEmpty && fleet.versions.count == 1)
+        // What the exit code says: the fleet signs with the stored group (CLI.md), and if not, why.
+        let problem = fleet.problem(ns)
+        w.field("ok", problem == nil)
+        w.key("problem")
+        if let problem { w.value(problem) } else { w.null() }
         w.key("workers")
         w.beginArray()
         for worker in fleet.workers {
