@@ -11,7 +11,9 @@ import FuzzSupport
 /// job it answers; a dead entry is JSON whose job excerpt is at most 1 KiB.
 private let now: Int64 = 1_800_000_000
 
-private let harnesses: [JobPathHarness] = {
+/// libFuzzer calls the target from one thread, and the harness (like the reply stage it stands
+/// for) is used by one thread at a time.
+nonisolated(unsafe) private let harnesses: [JobPathHarness] = {
     let key = try! PrivateKey.generate(.ecP256)
     let pem = String(decoding: key.privateKeyPEM(), as: UTF8.self)
     let document = try! KeyGroupDocument(version: 1, active: "KFUZZ", keys: [.init(id: "KFUZZ", source: .inlinePEM(pem))])
