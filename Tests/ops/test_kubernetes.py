@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .ops_support import OPS, config_keys, environment_names_in
+from .ops_support import OPS, REPO_ROOT, config_keys, environment_names_in
 
 K8S = OPS / "kubernetes"
 CORE_FILES = sorted(p for p in K8S.rglob("*.yaml") if "keda" not in p.relative_to(K8S).parts)
@@ -152,28 +152,47 @@ def test_pdb_selects_the_workers():
     assert pdb["spec"]["selector"]["matchLabels"] == deployment()["spec"]["selector"]["matchLabels"]
 
 
+def keda_objects() -> dict[tuple[str, str], dict]:
+    return {(d["kind"], d["metadata"]["name"]): d for d in documents(KEDA_FILE)}
+
+
 def test_keda_scaled_object():
-    found = {(d["kind"], d["metadata"]["name"]): d for d in documents(KEDA_FILE)}
-    scaled = found[("ScaledObject", "cfsign-worker")]
+    scaled = keda_objects()[("ScaledObject", "cfsign-worker")]
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     target = scaled["spec"]["scaleTargetRef"]
     assert target["name"] == deployment()["metadata"]["name"]
     assert target.get("kind", "Deployment") == "Deployment"
-    assert scaled["spec"]["minReplicaCount"] >= 1
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "redis"
+    assert scaled["spec"]["minReplicaCount"] >= 1, "the gauge comes from the workers: never scale to 0"
+    assert scaled["spec"]["maxReplicaCount"] >= scaled["spec"]["minReplicaCount"]
+
+
+def test_keda_scales_on_the_queue_depth_metric_without_redis_access(worker_help):
+    """Attack 4 (issue 13): KEDA's `redis` trigger needs EVAL, and a user that may EVAL may run any
+    Lua. The trigger reads the workers' own cfsign_queue_depth from Prometheus instead."""
+    found = keda_objects()
+    (trigger,) = found[("ScaledObject", "cfsign-worker")]["spec"]["triggers"]
+    assert trigger["type"] == "prometheus", f"KEDA must not log in to Redis; trigger is {trigger['type']!r}"
+    assert "authenticationRef" not in trigger, "the prometheus trigger needs no Redis login"
+    assert not any(kind == "TriggerAuthentication" for kind, _ in found), "no KEDA login object remains"
     meta = trigger["metadata"]
-    assert meta["listName"] == "{cfsign}:jobs"
-    assert int(meta["listLength"]) > 0 and isinstance(meta["listLength"], str), "KEDA metadata values are strings"
-    # The address comes from the scale target's environment.
-    assert meta["addressFromEnv"] in {e["name"] for e in container()["env"]}
-    address = next(e for e in container()["env"] if e["name"] == meta["addressFromEnv"])
-    assert re.fullmatch(r"[^:/]+:\d+", address["value"]), "KEDA wants host:port, not a URL"
-    auth = found[("TriggerAuthentication", trigger["authenticationRef"]["name"])]
-    params = {p["parameter"]: p for p in auth["spec"]["secretTargetRef"]}
-    assert set(params) == {"username", "password"}
-    secret = objects()[("Secret", params["password"]["name"])]
-    assert set(secret["stringData"]) >= {params["username"]["key"], params["password"]["key"]}
+    assert all(isinstance(v, str) for v in meta.values()), f"KEDA metadata values are strings: {meta}"
+    assert re.fullmatch(r"https?://[^/\s]+(/\S*)?", meta["serverAddress"]), meta["serverAddress"]
+    # The queue's length once: every worker reports the same list, so max, never sum.
+    assert re.fullmatch(r'max\(cfsign_queue_depth\{job="cfsign-worker"\}\)', meta["query"]), meta["query"]
+    assert float(meta["threshold"]) > 0
+    assert trigger.get("metricType", "AverageValue") == "AverageValue"
+    assert meta.get("ignoreNullValues") == "false", "a lost target must not read as an empty queue"
+    # The metric is the worker's: a running worker serves it (scraped_worker fixture in conftest.py).
+    text = (REPO_ROOT / "Sources" / "CFSignWorker" / "WorkerMetrics.swift").read_text()
+    assert 'Gauge(label: "cfsign_queue_depth")' in text
+    # Nothing KEDA-and-Redis remains in the Deployment or the example Secrets.
+    assert "KEDA_REDIS_ADDRESS" not in {e["name"] for e in container()["env"]}
+    assert ("Secret", "cfsign-keda-redis") not in objects()
+
+
+def test_queue_depth_metric_is_served(scraped_worker):
+    assert re.search(r"^cfsign_queue_depth(\{[^}]*\})? \d", scraped_worker.metrics, re.M), \
+        "the KEDA trigger's metric must be on /metrics"
 
 
 def test_example_secrets_are_placeholders():
@@ -181,7 +200,7 @@ def test_example_secrets_are_placeholders():
         for d in documents(path):
             assert d["kind"] == "Secret"
             for value in d.get("stringData", {}).values():
-                assert "PLACEHOLDER" in value or "CHANGE-ME" in value or value == "cfsign-autoscaler", (path, value)
+                assert "PLACEHOLDER" in value or "CHANGE-ME" in value, (path, value)
             assert "data" not in d, f"{path}: base64 data could hide real material; use stringData placeholders"
 
 

@@ -282,23 +282,179 @@ def test_operator_may_not(acl_redis):
 
 def test_autoscaler_reads_only_the_queue_length(acl_redis):
     autoscaler = client(acl_redis, "cfsign-autoscaler")
-    # KEDA's redis scaler: one EVAL of this script (pkg/scalers/redis_scaler.go).
-    keda_script = """
-        local listName = KEYS[1]
-        local listType = redis.call('type', listName).ok
-        if listType == 'zset' then return redis.call('zcard', listName)
-        elseif listType == 'set' then return redis.call('scard', listName)
-        elseif listType == 'hash' then return redis.call('hlen', listName)
-        elseif listType == 'list' or listType == 'none' then return redis.call('llen', listName)
-        else return redis.error_reply('ERR unsupported key type: ' .. listType) end
-    """
+    assert autoscaler.ping()
     client(acl_redis, "cfsign-producer").lpush("{cfsign}:jobs", "x", "y")
     try:
-        assert autoscaler.eval(keda_script, 1, "{cfsign}:jobs") >= 2
+        assert autoscaler.llen("{cfsign}:jobs") >= 2
+        assert autoscaler.type("{cfsign}:jobs") == b"list"
     finally:
         client(acl_redis, ADMIN).delete("{cfsign}:jobs")
-    refused(autoscaler, "EVAL", "return redis.call('lrange', KEYS[1], 0, -1)", 1, "{cfsign}:jobs")
-    refused(autoscaler, "EVAL", "return redis.call('llen', KEYS[1])", 1, "{cfsign}:keygroup")
+    refused(autoscaler, "LLEN", "{cfsign}:keygroup")
+    refused(autoscaler, "LLEN", "{cfsign}:dead")
     refused(autoscaler, "LRANGE", "{cfsign}:jobs", 0, -1)
     refused(autoscaler, "LPUSH", "{cfsign}:jobs", "x")
-    refused(autoscaler, "FLUSHALL")
+    refused(autoscaler, "RPOP", "{cfsign}:jobs")
+    refused(autoscaler, "DEL", "{cfsign}:jobs")
+
+
+# --- Every shipped user is refused what it should not have ----------------------------------------
+#
+# Attack 4 (issue 13): a user that may run a script may run any Lua (a busy loop stalls Redis for
+# everyone; string.rep grows past maxmemory). No role but the worker, for its own scripts (SCRIPT
+# LOAD + EVALSHA), may run or manage scripts or functions, and no role has an admin command.
+
+SHA_OF_RETURN_1 = "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"  # SHA1("return 1")
+LIBRARY = "#!lua name=cfsignacltest\nredis.register_function('f', function() return 1 end)"
+
+SCRIPT_COMMANDS = {
+    "EVAL": ("EVAL", "return 1", 0),
+    "EVAL on the jobs key": ("EVAL", "return redis.call('llen', KEYS[1])", 1, "{cfsign}:jobs"),
+    "EVALSHA": ("EVALSHA", SHA_OF_RETURN_1, 0),
+    "EVAL_RO": ("EVAL_RO", "return 1", 0),
+    "EVALSHA_RO": ("EVALSHA_RO", SHA_OF_RETURN_1, 0),
+    "SCRIPT LOAD": ("SCRIPT", "LOAD", "return 1"),
+    "SCRIPT FLUSH": ("SCRIPT", "FLUSH"),
+    "SCRIPT KILL": ("SCRIPT", "KILL"),
+    "FUNCTION LOAD": ("FUNCTION", "LOAD", LIBRARY),
+    "FUNCTION DELETE": ("FUNCTION", "DELETE", "cfsignacltest"),
+    "FUNCTION FLUSH": ("FUNCTION", "FLUSH"),
+    "FCALL": ("FCALL", "f", 0),
+    "FCALL_RO": ("FCALL_RO", "f", 0),
+}
+#: What the worker runs its scripts with (RedisConnection.evalScript): allowed to it alone.
+WORKER_SCRIPT_COMMANDS = {"EVALSHA", "SCRIPT LOAD"}
+
+ADMIN_COMMANDS = {
+    "FLUSHALL": ("FLUSHALL",),
+    "FLUSHDB": ("FLUSHDB",),
+    "KEYS": ("KEYS", "*"),
+    "CONFIG SET": ("CONFIG", "SET", "maxmemory-policy", "allkeys-lru"),
+    "CONFIG REWRITE": ("CONFIG", "REWRITE"),
+    "CONFIG RESETSTAT": ("CONFIG", "RESETSTAT"),
+    "ACL LIST": ("ACL", "LIST"),
+    "ACL SETUSER": ("ACL", "SETUSER", "intruder", "on", ">pw", "+@all", "~*"),
+    "CLIENT LIST": ("CLIENT", "LIST"),
+    "CLIENT KILL": ("CLIENT", "KILL", "ID", "999999"),
+    "INFO": ("INFO",),
+    "SLOWLOG": ("SLOWLOG", "GET"),
+    "BGSAVE": ("BGSAVE",),
+    "BGREWRITEAOF": ("BGREWRITEAOF",),
+    "SWAPDB": ("SWAPDB", "0", "1"),
+    "SELECT": ("SELECT", "1"),
+    "MIGRATE": ("MIGRATE", "127.0.0.1", "1", "{cfsign}:jobs", "0", "100"),
+    "OBJECT": ("OBJECT", "ENCODING", "{cfsign}:jobs"),
+    "DUMP": ("DUMP", "{cfsign}:jobs"),
+    "RENAME": ("RENAME", "{cfsign}:jobs", "{cfsign}:stolen"),
+}
+#: Refused before the command would do anything irreversible, so only asked of the ACL (ACL DRYRUN):
+#: DEBUG is also off by `enable-debug-command no`, which refuses it before the ACL is consulted.
+DRYRUN_ONLY = {
+    "DEBUG SLEEP": ("DEBUG", "SLEEP", "0"),
+    "DEBUG JMAP": ("DEBUG", "JMAP"),
+    "SHUTDOWN": ("SHUTDOWN", "NOSAVE"),
+    "MONITOR": ("MONITOR",),
+    "REPLICAOF": ("REPLICAOF", "127.0.0.1", "1"),
+    "MODULE LOAD": ("MODULE", "LOAD", "/nonexistent.so"),
+    "SAVE": ("SAVE",),
+    "FAILOVER": ("FAILOVER",),
+}
+#: The worker reads maxmemory-policy at start (ops/redis/README.md): its one admin-ish command.
+WORKER_ADMIN_EXCEPTIONS = {"CONFIG GET"}
+ALL_USERS = (*ROLES, "cfsign-producer-web")
+
+
+def forbidden(user: str) -> dict[str, tuple]:
+    """Every command of the matrix above that `user` must be refused."""
+    commands = dict(ADMIN_COMMANDS)
+    commands["CONFIG GET"] = ("CONFIG", "GET", "*")
+    commands.update(SCRIPT_COMMANDS)
+    if user == "cfsign-worker":
+        for name in WORKER_SCRIPT_COMMANDS | WORKER_ADMIN_EXCEPTIONS:
+            commands.pop(name)
+    return commands
+
+
+def dry_refusal(admin: redis.Redis, user: str, command: tuple) -> str | None:
+    """None when the ACL would refuse `command` for `user`, else what ACL DRYRUN said."""
+    answer = admin.execute_command("ACL", "DRYRUN", user, *command)
+    text = answer.decode() if isinstance(answer, bytes) else str(answer)
+    return None if "no permissions" in text else text
+
+
+@pytest.mark.parametrize("user", ALL_USERS)
+def test_every_user_is_refused_scripts_functions_and_admin_commands(acl_redis, user):
+    """Sent for real: each must come back NOPERM (and the server still holds its data)."""
+    admin = client(acl_redis, ADMIN)
+    admin.set("{cfsign}:acl-canary", "still here")
+    conn = client(acl_redis, user)
+    allowed = []
+    for name, command in forbidden(user).items():
+        try:
+            conn.execute_command(*command)
+        except redis.exceptions.NoPermissionError:
+            continue
+        except redis.exceptions.ResponseError as error:
+            if "can't run this command" in str(error) or "no permissions" in str(error):
+                continue
+            allowed.append(f"{name}: ran and failed for another reason: {error}")
+            continue
+        allowed.append(f"{name}: ran")
+    assert allowed == [], f"{user} may run commands it must not have: {allowed}"
+    assert admin.get("{cfsign}:acl-canary") == b"still here"
+    assert admin.function_list() == [], "a refused FUNCTION LOAD left a library behind"
+
+
+@pytest.mark.parametrize("user", ALL_USERS)
+def test_every_user_is_refused_irreversible_admin_commands_by_the_acl(acl_redis, user):
+    admin = client(acl_redis, ADMIN)
+    allowed = {name: answer for name, command in DRYRUN_ONLY.items()
+               if (answer := dry_refusal(admin, user, command)) is not None}
+    assert allowed == {}, f"the ACL lets {user} run: {allowed}"
+
+
+def test_the_worker_runs_its_own_scripts_only_through_script_load_and_evalsha(acl_redis):
+    """What the worker needs (RedisConnection.evalScript), nothing more: a script it loaded runs,
+    on its own keys only."""
+    worker = client(acl_redis, "cfsign-worker")
+    sha = worker.execute_command("SCRIPT", "LOAD", "return redis.call('llen', KEYS[1])")
+    assert worker.execute_command("EVALSHA", sha, 1, "{cfsign}:jobs") == 0
+    refused(worker, "EVALSHA", sha, 1, "{cfsign}:keygroup-other")
+    refused(worker, "EVALSHA", sha, 1, "{other}:jobs")
+
+
+def test_the_passwordless_default_user_can_do_nothing(acl_redis):
+    anonymous = redis.Redis(host="127.0.0.1", port=acl_redis.port, socket_timeout=5)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.ping()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.eval("return 1", 0)
+
+
+def granted(line: str) -> set[str]:
+    """The commands (`+name`, `+name|sub`) a user line grants, lower-case."""
+    return {token[1:].lower() for token in re.split(r"[\s()]+", line) if token.startswith("+")}
+
+
+EXACT_GRANTS = {
+    "cfsign-producer": {"ping", "asking", "lpush", "lpop", "blpop", "del", "expire"},
+    "cfsign-autoscaler": {"ping", "type", "llen"},
+    "cfsign-operator": {"ping", "asking", "time", "watch", "unwatch", "multi", "exec", "discard", "get", "set",
+                        "publish", "smembers", "llen", "xlen", "xrange", "xrevrange", "lrange", "del"},
+    # The commands the worker sends (ops/redis/README.md, "cfsign-worker"), scripts' inner calls included.
+    "cfsign-worker": {"ping", "asking", "time", "config|get", "script|load", "evalsha", "subscribe", "get", "set",
+                      "del", "exists", "expire", "type", "llen", "lrange", "lpush", "rpush", "rpop", "lrem", "ltrim",
+                      "lmove", "blmove", "sadd", "srem", "smembers", "scan", "xadd"},
+}
+
+
+@pytest.mark.parametrize("user", sorted(EXACT_GRANTS))
+def test_each_user_is_granted_exactly_its_documented_commands(user):
+    line = acl_users(ACL.read_text())[user]
+    assert granted(line) == EXACT_GRANTS[user], \
+        f"{user}: grants changed; added {granted(line) - EXACT_GRANTS[user]}, removed {EXACT_GRANTS[user] - granted(line)}"
+    assert not (granted(line) & {"eval", "eval_ro", "evalsha_ro", "script", "function", "fcall", "fcall_ro",
+                                 "script|flush", "script|kill", "@scripting"})
+
+
+def test_readme_per_app_producer_grants_what_the_producer_does():
+    assert granted(readme_producer_example()) == EXACT_GRANTS["cfsign-producer"]

@@ -111,6 +111,10 @@ def test_unit_settings():
         assert one(key) == [value], f"{key}: {one(key)}"
     assert "@system-service" in one("SystemCallFilter")
     assert int(one("TimeoutStopSec")[0]) >= 30
+    # Attack 5 (issue 13): under systemd's default soft limit (1024) idle HTTP connections could
+    # take every descriptor; the unit raises the limit well above http_max_connections.
+    assert one("LimitNOFILE") and int(one("LimitNOFILE")[0].split(":")[0]) >= 65536, \
+        f"LimitNOFILE must be set (>= 65536), got {one('LimitNOFILE')}"
     assert one("EnvironmentFile") == ["/etc/cfsign/worker.env"]
     credentials = one("LoadCredential")
     assert credentials, "keys come in through LoadCredential="
