@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -61,26 +62,76 @@ public struct HTTPResponse: Sendable {
     }
 }
 
+/// What one HTTP client may hold. Without these limits, clients that connect and send nothing
+/// take one file descriptor each until the process has none left, and then the signing path
+/// cannot open a file or a Redis connection (issue 13, attack 5).
+public struct HTTPServerLimits: Sendable, Equatable {
+    /// Connections served at once; one more is closed as soon as it is accepted.
+    public var maxConnections: Int
+    /// Seconds a connection may wait, sending nothing, for its next request (or its first).
+    public var idleTimeout: Double
+    /// Seconds a client has to send a whole request once it has started one, so a client that
+    /// dribbles its head (or a body) cannot hold a connection either.
+    public var headerTimeout: Double
+    /// Bytes of request line plus headers; a longer head is answered 431 and the connection closed.
+    public var maxRequestHeadBytes: Int
+
+    public init(maxConnections: Int = 256, idleTimeout: Double = 30, headerTimeout: Double = 10, maxRequestHeadBytes: Int = 16 * 1024) {
+        self.maxConnections = maxConnections
+        self.idleTimeout = idleTimeout
+        self.headerTimeout = headerTimeout
+        self.maxRequestHeadBytes = maxRequestHeadBytes
+    }
+}
+
 /// A small HTTP/1.1 server on SwiftNIO: parsing is NIO's, handlers are async closures.
 ///
-/// Used for the worker's `/metrics`, `/healthz`, `/readyz` and by `cfsign edge`.
+/// Used for the worker's `/metrics`, `/healthz`, `/readyz` and by `cfsign edge`. Every connection
+/// is held to `HTTPServerLimits`: a cap on open connections, an idle and a request timeout, and a
+/// bound on the request head.
 public final class HTTPServer: Sendable {
     public typealias Handler = @Sendable (HTTPRequest) async -> HTTPResponse
 
     private let group: MultiThreadedEventLoopGroup
     private let channel: any Channel
+    private let slots: ConnectionSlots
     /// The port actually bound (useful with port 0).
     public let port: Int
+    public let limits: HTTPServerLimits
 
     /// Binds `host:port` and starts serving; throws if the address cannot be bound.
-    public init(host: String, port: Int, threads: Int = 1, logger: Logger, handler: @escaping Handler) throws {
+    public init(host: String, port: Int, threads: Int = 1, limits: HTTPServerLimits = HTTPServerLimits(), logger: Logger, handler: @escaping Handler) throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let slots = ConnectionSlots(limit: limits.maxConnections, logger: logger)
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        decoderLimits.maxHeaderFieldSize = limits.maxRequestHeadBytes
+        decoderLimits.maxHeaderListSize = limits.maxRequestHeadBytes
+        let idle = TimeAmount.nanoseconds(Int64(limits.idleTimeout * 1e9))
+        let request = TimeAmount.nanoseconds(Int64(limits.headerTimeout * 1e9))
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                // Should accept() still fail for want of descriptors, wait a second instead of
+                // retrying in a busy loop.
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler(shouldForwardIOErrorCaught: false))
+                }
+            }
             .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
-                    try channel.pipeline.syncOperations.addHandler(RequestHandler(handler: handler, logger: logger))
+                // Over the cap: the connection is closed at once (NIO's accept handler closes a
+                // child whose initializer fails), so it holds its descriptor for no time at all.
+                guard slots.acquire() else { return channel.eventLoop.makeFailedFuture(ConnectionLimitReached()) }
+                channel.closeFuture.whenComplete { _ in slots.release() }
+                return channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    let deadlines = ConnectionDeadlines(idle: idle, request: request)
+                    try pipeline.addHandler(deadlines)
+                    try pipeline.configureHTTPServerPipeline(
+                        withErrorHandling: false, withEncoderConfiguration: HTTPResponseEncoder.Configuration(),
+                        withDecoderLimitConfiguration: decoderLimits)
+                    try pipeline.addHandler(ProtocolErrorResponder())
+                    try pipeline.addHandler(RequestHandler(handler: handler, logger: logger, deadlines: deadlines))
                 }
             }
             .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -91,8 +142,13 @@ public final class HTTPServer: Sendable {
             throw error
         }
         self.group = group
+        self.slots = slots
+        self.limits = limits
         self.port = channel.localAddress?.port ?? port
     }
+
+    /// Connections open now (for tests and diagnostics).
+    public var openConnections: Int { slots.open }
 
     /// Stops listening and closes every connection.
     public func shutdown() {
@@ -110,26 +166,204 @@ public final class HTTPServer: Sendable {
     }
 }
 
+private struct ConnectionLimitReached: Error {}
+
+/// Counts open connections against the cap, shared by every event loop of one server. Refusals
+/// are logged at most once a minute, with how many there were, so a flood cannot flood the log.
+private final class ConnectionSlots: Sendable {
+    private struct State {
+        var open = 0
+        var refusedSinceLog = 0
+        var lastLog: ContinuousClock.Instant? = nil
+    }
+
+    private let limit: Int
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    init(limit: Int, logger: Logger) {
+        self.limit = limit
+        self.logger = logger
+    }
+
+    var open: Int { state.withLock { $0.open } }
+
+    func acquire() -> Bool {
+        let (granted, report) = state.withLock { s -> (Bool, Int?) in
+            if s.open < limit {
+                s.open += 1
+                return (true, nil)
+            }
+            s.refusedSinceLog += 1
+            let now = ContinuousClock.now
+            guard s.lastLog.map({ now - $0 >= .seconds(60) }) ?? true else { return (false, nil) }
+            s.lastLog = now
+            defer { s.refusedSinceLog = 0 }
+            return (false, s.refusedSinceLog)
+        }
+        if let report {
+            logger.warning("HTTP connection refused: the server already holds its maximum of open connections", metadata: [
+                "http_max_connections": "\(limit)", "refused": "\(report)",
+            ])
+        }
+        return granted
+    }
+
+    func release() { state.withLock { $0.open -= 1 } }
+}
+
+/// Closes a connection that holds its slot without using it: one that sends nothing for
+/// `idle` (before its first request or between requests), or takes longer than `request` to
+/// send a whole request once it has started one (a head dribbled a byte at a time, or a body).
+/// Sits first in the pipeline, so it sees raw bytes before the HTTP decoder; `RequestHandler`
+/// tells it where requests begin and end. No deadline runs while a response is being produced.
+private final class ConnectionDeadlines: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let idle: TimeAmount
+    private let request: TimeAmount
+    private var context: ChannelHandlerContext?
+    private var timer: Scheduled<Void>?
+    /// Requests whose head arrived and whose response is not yet written.
+    private var unanswered = 0
+    /// A request has started (bytes or its head arrived) and its end has not.
+    private var receiving = false
+
+    init(idle: TimeAmount, request: TimeAmount) {
+        self.idle = idle
+        self.request = request
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        cancel()
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(idle)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        cancel()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if !receiving && unanswered == 0 {
+            receiving = true
+            arm(request)
+        }
+        context.fireChannelRead(data)
+    }
+
+    /// A request head was decoded.
+    func requestStarted() {
+        unanswered += 1
+        if !receiving {  // a pipelined request whose bytes came in while the last one was answered
+            receiving = true
+            arm(request)
+        }
+    }
+
+    /// The request's end arrived: it is being answered, with no deadline.
+    func requestReceived() {
+        receiving = false
+        cancel()
+    }
+
+    /// A response was written in full.
+    func responseFinished() {
+        unanswered = max(0, unanswered - 1)
+        if unanswered == 0 && !receiving { arm(idle) }
+    }
+
+    private func arm(_ delay: TimeAmount) {
+        cancel()
+        guard let context else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: delay) { bound.value.expire() }
+    }
+
+    private func cancel() {
+        timer?.cancel()
+        timer = nil
+    }
+
+    private func expire() {
+        timer = nil
+        context?.close(promise: nil)
+    }
+}
+
+/// NIO's `HTTPServerProtocolErrorHandler`, except that a request head over the decoder's limits
+/// gets 431 (Request Header Fields Too Large) rather than 400; then the connection is closed.
+private final class ProtocolErrorResponder: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private var responseUnterminated = false
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard let parseError = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        if !responseUnterminated {
+            let status: HTTPResponseStatus = parseError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+            let body = parseError == .headerOverflow ? "request head too large\n" : "bad request\n"
+            var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+            buffer.writeString(body)
+            let headers = HTTPHeaders([("Connection", "close"), ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", String(buffer.readableBytes))])
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.close(promise: nil)
+        }
+        context.fireErrorCaught(error)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head: responseUnterminated = true  // this server sends no informational (1xx) heads
+        case .body: break
+        case .end: responseUnterminated = false
+        }
+        context.write(data, promise: promise)
+    }
+}
+
 private final class RequestHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let handler: HTTPServer.Handler
     private let logger: Logger
+    private let deadlines: ConnectionDeadlines
     private var head: HTTPRequestHead?
 
-    init(handler: @escaping HTTPServer.Handler, logger: Logger) {
+    init(handler: @escaping HTTPServer.Handler, logger: Logger, deadlines: ConnectionDeadlines) {
         self.handler = handler
         self.logger = logger
+        self.deadlines = deadlines
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let h):
             head = h
+            deadlines.requestStarted()
         case .body:
             break  // bodies are not used: GET and HEAD only
         case .end:
+            deadlines.requestReceived()
             guard let h = head else { return }
             head = nil
             let request = HTTPRequest(
@@ -143,19 +377,24 @@ private final class RequestHandler: ChannelInboundHandler {
             let promise = context.eventLoop.makePromise(of: HTTPResponse.self)
             promise.completeWithTask { await handler(request) }
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            let deadlines = NIOLoopBound(self.deadlines, eventLoop: context.eventLoop)
             promise.futureResult.whenSuccess { response in
-                RequestHandler.write(response, to: bound.value, version: version, keepAlive: keepAlive, isHead: isHead)
+                RequestHandler.write(response, to: bound.value, version: version, keepAlive: keepAlive, isHead: isHead) {
+                    deadlines.value.responseFinished()
+                }
             }
         }
     }
 
-    private static func write(_ response: HTTPResponse, to context: ChannelHandlerContext, version: HTTPVersion, keepAlive: Bool, isHead: Bool) {
+    /// Writes `response`; `finished` runs once its end is written (or could not be).
+    private static func write(_ response: HTTPResponse, to context: ChannelHandlerContext, version: HTTPVersion, keepAlive: Bool, isHead: Bool,
+                              finished: @escaping @Sendable () -> Void) {
         var headers = HTTPHeaders(response.headers.map { ($0.name, $0.value) })
         if !headers.contains(name: "Content-Length") { headers.add(name: "Content-Length", value: String(response.body.count)) }
         headers.replaceOrAdd(name: "Connection", value: keepAlive ? "keep-alive" : "close")
         let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
         if !isHead, let file = response.file, file.length > 0 {
-            streamFile(file, head: head, to: context, keepAlive: keepAlive)
+            streamFile(file, head: head, to: context, keepAlive: keepAlive, finished: finished)
             return
         }
         context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
@@ -165,20 +404,22 @@ private final class RequestHandler: ChannelInboundHandler {
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
         }
         let done = context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
-        if !keepAlive {
-            let channel = context.channel
-            done.whenComplete { _ in channel.close(promise: nil) }
+        let channel = context.channel
+        done.whenComplete { _ in
+            finished()
+            if !keepAlive { channel.close(promise: nil) }
         }
     }
 
     /// Sends `file` in 256 KiB chunks, each read on NIO's thread pool and written before the next is
     /// read. A file that cannot be opened gives a 500; one that shrank meanwhile closes the connection
     /// (its Content-Length can no longer be met).
-    private static func streamFile(_ file: HTTPResponse.FileBody, head: HTTPResponseHead, to context: ChannelHandlerContext, keepAlive: Bool) {
+    private static func streamFile(_ file: HTTPResponse.FileBody, head: HTTPResponseHead, to context: ChannelHandlerContext, keepAlive: Bool,
+                                   finished: @escaping @Sendable () -> Void) {
         let fd = open(file.path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             let failed = HTTPResponse.text(500, "the file could not be opened\n")
-            write(failed, to: context, version: head.version, keepAlive: false, isHead: false)
+            write(failed, to: context, version: head.version, keepAlive: false, isHead: false, finished: finished)
             return
         }
         context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
@@ -189,9 +430,10 @@ private final class RequestHandler: ChannelInboundHandler {
             guard remaining > 0 else {
                 closeFile(fd)
                 let done = bound.value.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
-                if !keepAlive {
-                    let channel = bound.value.channel
-                    done.whenComplete { _ in channel.close(promise: nil) }
+                let channel = bound.value.channel
+                done.whenComplete { _ in
+                    finished()
+                    if !keepAlive { channel.close(promise: nil) }
                 }
                 return
             }

@@ -48,6 +48,16 @@ public struct WorkerConfiguration: Sendable {
     public var clockSkewThreshold: Double = 1
     /// `http_address`: HOST:PORT for /metrics, /healthz, /readyz; off when empty. Default off.
     public var httpAddress: String? = nil
+    /// `http_max_connections`: connections to `http_address` served at once; more are closed on
+    /// accept, so HTTP clients cannot take the descriptors signing needs (lowered at start when the
+    /// open-files limit leaves too little room). Default 256.
+    public var httpMaxConnections: Int = 256
+    /// `http_idle_timeout`: seconds an HTTP connection may send nothing (before a request or
+    /// between requests) before it is closed. Default 30.
+    public var httpIdleTimeout: Double = 30
+    /// `http_header_timeout`: seconds an HTTP client has to send a whole request once it started
+    /// one (a head dribbled byte by byte is closed). Default 10.
+    public var httpHeaderTimeout: Double = 10
     /// `signature_cache_size`: signatures kept by (group version, key, digest, policy); 0 turns the
     /// cache off. Default 4096.
     public var signatureCacheSize: Int = 4096
@@ -146,6 +156,9 @@ extension WorkerConfiguration {
             }
             c.httpAddress = v
         },
+        Setting(key: "http_max_connections") { c, v throws(ConfigurationError) in c.httpMaxConnections = try int(v, 1...100_000) },
+        Setting(key: "http_idle_timeout") { c, v throws(ConfigurationError) in c.httpIdleTimeout = try seconds(v, 0.1...3600) },
+        Setting(key: "http_header_timeout") { c, v throws(ConfigurationError) in c.httpHeaderTimeout = try seconds(v, 0.1...600) },
         Setting(key: "signature_cache_size") { c, v throws(ConfigurationError) in c.signatureCacheSize = try int(v, 0...10_000_000) },
         Setting(key: "expiry_rounding") { c, v throws(ConfigurationError) in
             c.expiryRounding = v == "0" ? 0 : try duration(v, 1...(86400 * 31))

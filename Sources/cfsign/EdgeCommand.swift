@@ -159,7 +159,9 @@ struct Edge: AsyncParsableCommand {
         let signals = SignalWaiter([SIGINT, SIGTERM])
         let server: HTTPServer
         do {
-            server = try HTTPServer(host: host, port: port, logger: logger) { request in await handler.respond(to: request) }
+            server = try HTTPServer(host: host, port: port, limits: Self.httpLimits(logger: logger), logger: logger) { request in
+                await handler.respond(to: request)
+            }
         } catch {
             let text = "\(error)"
             var why = text
@@ -183,6 +185,19 @@ struct Edge: AsyncParsableCommand {
         reloader?.stop()
         server.shutdown()
         logger.notice("cfsign edge stopped (signal \(signal))")
+    }
+
+    /// The edge's HTTP limits: more connections than a worker's (viewers and players hold several
+    /// each) and a longer keep-alive, the same request timeout and head bound, and the cap kept
+    /// under the open-files limit (raised to the hard limit first) with room for file and origin
+    /// reads.
+    static func httpLimits(logger: Logger) -> HTTPServerLimits {
+        var limits = HTTPServerLimits(maxConnections: 1024, idleTimeout: 60, headerTimeout: 10)
+        if let files = OpenFileLimit.raiseToHardLimit() {
+            limits.maxConnections = OpenFileLimit.connectionCap(wanted: limits.maxConnections, limit: files)
+            logger.debug("open files limit", metadata: ["open_files_limit": "\(files)", "max_connections": "\(limits.maxConnections)"])
+        }
+        return limits
     }
 }
 

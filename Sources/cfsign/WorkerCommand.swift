@@ -48,6 +48,15 @@ struct Worker: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Serve /metrics (Prometheus), /healthz and /readyz on HOST:PORT. Off unless set.", valueName: "host:port"))
     var httpAddress: String?
 
+    @Option(help: ArgumentHelp("Most connections to --http-address served at once; more are closed on accept. Default 256.", valueName: "n"))
+    var httpMaxConnections: Int?
+
+    @Option(help: ArgumentHelp("Seconds an HTTP connection may send nothing before it is closed. Default 30.", valueName: "seconds"))
+    var httpIdleTimeout: String?
+
+    @Option(help: ArgumentHelp("Seconds an HTTP client has to send a whole request once it started one. Default 10.", valueName: "seconds"))
+    var httpHeaderTimeout: String?
+
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. Default info.", valueName: "level"))
     var logLevel: String?
 
@@ -62,6 +71,9 @@ struct Worker: AsyncParsableCommand {
         if allowInlineKeys { overrides.append(("allow_inline_keys", "true")) }
         if let logLevel { overrides.append(("log_level", logLevel)) }
         if let httpAddress { overrides.append(("http_address", httpAddress)) }
+        if let httpMaxConnections { overrides.append(("http_max_connections", String(httpMaxConnections))) }
+        if let httpIdleTimeout { overrides.append(("http_idle_timeout", httpIdleTimeout)) }
+        if let httpHeaderTimeout { overrides.append(("http_header_timeout", httpHeaderTimeout)) }
         let configuration: WorkerConfiguration
         do {
             configuration = try WorkerConfiguration.load(file: config, environment: ProcessInfo.processInfo.environment, overrides: overrides)
@@ -72,11 +84,13 @@ struct Worker: AsyncParsableCommand {
         let logger = Logger(label: "cfsign.worker")
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        // Before any descriptor is opened for HTTP: see HTTPConnectionBudget.
+        let limits = HTTPConnectionBudget.limits(for: configuration, logger: logger)
         let worker = CFSignWorker.Worker(configuration: configuration, logger: logger)
         var http: HTTPServer?
         if let address = configuration.httpAddress, let (host, port) = HTTPServer.parseAddress(address) {
             do {
-                http = try HTTPServer(host: host, port: port, logger: logger) { request in
+                http = try HTTPServer(host: host, port: port, limits: limits, logger: logger) { request in
                     WorkerEndpoints.respond(to: request, worker: worker, registry: registry)
                 }
                 logger.notice("serving /metrics, /healthz, /readyz", metadata: ["http_address": "\(address)"])
@@ -89,6 +103,34 @@ struct Worker: AsyncParsableCommand {
         groupConfiguration.gracefulShutdownSignals = [.sigterm, .sigint]
         let group = ServiceGroup(configuration: groupConfiguration)
         try await group.run()
+    }
+}
+
+/// How many HTTP connections the worker serves, given the process's open-files limit.
+///
+/// The signing path never needs a new descriptor while HTTP clients hold theirs: the worker's
+/// Redis connections are opened at start and kept (a reconnect closes the old socket before it
+/// opens the new one), and `OpenFileLimit.reserved` descriptors are kept free of HTTP clients for
+/// them, key files and reconnects. The soft limit is raised to the hard one first.
+enum HTTPConnectionBudget {
+    static func limits(for configuration: WorkerConfiguration, logger: Logger) -> HTTPServerLimits {
+        var limits = HTTPServerLimits(
+            maxConnections: configuration.httpMaxConnections, idleTimeout: configuration.httpIdleTimeout,
+            headerTimeout: configuration.httpHeaderTimeout)
+        guard let files = OpenFileLimit.raiseToHardLimit() else {
+            logger.warning("cannot read the open-files limit (RLIMIT_NOFILE); http_max_connections kept as set")
+            return limits
+        }
+        let cap = OpenFileLimit.connectionCap(wanted: limits.maxConnections, limit: files)
+        logger.notice("open files limit", metadata: ["open_files_limit": "\(files)", "http_max_connections": "\(cap)"])
+        if cap < limits.maxConnections {
+            logger.warning("http_max_connections lowered so that Redis connections and key files always find a file descriptor; raise the open-files limit (LimitNOFILE=) to serve more", metadata: [
+                "http_max_connections": "\(limits.maxConnections)", "lowered_to": "\(cap)", "open_files_limit": "\(files)",
+                "reserved": "\(OpenFileLimit.reserved)",
+            ])
+            limits.maxConnections = cap
+        }
+        return limits
     }
 }
 
