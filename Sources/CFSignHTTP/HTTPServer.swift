@@ -66,7 +66,8 @@ public struct HTTPResponse: Sendable {
 /// take one file descriptor each until the process has none left, and then the signing path
 /// cannot open a file or a Redis connection (issue 13, attack 5).
 public struct HTTPServerLimits: Sendable, Equatable {
-    /// Connections served at once; one more is closed as soon as it is accepted.
+    /// Connections open at once. At the cap a new connection replaces the longest-open one that
+    /// is not being answered, or is closed at once when every one is.
     public var maxConnections: Int
     /// Seconds a connection may wait, sending nothing, for its next request (or its first).
     public var idleTimeout: Double
@@ -102,7 +103,7 @@ public final class HTTPServer: Sendable {
     /// Binds `host:port` and starts serving; throws if the address cannot be bound.
     public init(host: String, port: Int, threads: Int = 1, limits: HTTPServerLimits = HTTPServerLimits(), logger: Logger, handler: @escaping Handler) throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let slots = ConnectionSlots(limit: limits.maxConnections, logger: logger)
+        let slots = ConnectionSlots(limit: max(1, limits.maxConnections), logger: logger)
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderFieldSize = limits.maxRequestHeadBytes
         decoderLimits.maxHeaderListSize = limits.maxRequestHeadBytes
@@ -119,13 +120,17 @@ public final class HTTPServer: Sendable {
                 }
             }
             .childChannelInitializer { channel in
-                // Over the cap: the connection is closed at once (NIO's accept handler closes a
-                // child whose initializer fails), so it holds its descriptor for no time at all.
-                guard slots.acquire() else { return channel.eventLoop.makeFailedFuture(ConnectionLimitReached()) }
-                channel.closeFuture.whenComplete { _ in slots.release() }
+                // At the cap, the longest-open idle connection makes room; with none idle the new
+                // one is closed at once (NIO's accept handler closes a child whose initializer
+                // fails), so it holds its descriptor for no time at all.
+                let activity = ConnectionActivity()
+                guard let slot = slots.acquire(channel, activity: activity) else {
+                    return channel.eventLoop.makeFailedFuture(ConnectionLimitReached())
+                }
+                channel.closeFuture.whenComplete { _ in slots.release(slot) }
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
-                    let deadlines = ConnectionDeadlines(idle: idle, request: request)
+                    let deadlines = ConnectionDeadlines(idle: idle, request: request, activity: activity)
                     try pipeline.addHandler(deadlines)
                     try pipeline.configureHTTPServerPipeline(
                         withErrorHandling: false, withEncoderConfiguration: HTTPResponseEncoder.Configuration(),
@@ -168,11 +173,35 @@ public final class HTTPServer: Sendable {
 
 private struct ConnectionLimitReached: Error {}
 
-/// Counts open connections against the cap, shared by every event loop of one server. Refusals
-/// are logged at most once a minute, with how many there were, so a flood cannot flood the log.
+/// Whether a connection is producing a response right now: only such a connection is never
+/// closed to make room for a new one. Written on the connection's event loop, read by
+/// `ConnectionSlots` from the loop of whichever connection arrives.
+private final class ConnectionActivity: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var answering: Bool {
+        get { flag.load(ordering: .relaxed) }
+        set { flag.store(newValue, ordering: .relaxed) }
+    }
+}
+
+/// The open connections, at most `limit`, shared by every event loop of one server.
+///
+/// At the cap, a new connection takes the slot of the longest-open connection that is not being
+/// answered (idle, or still sending its request), which is closed: so idle connections, however
+/// many, can never lock out a health probe or a scrape. Only when every slot is producing a
+/// response is the new connection refused. Evictions and refusals are logged at most once a
+/// minute, with how many there were, so a flood cannot flood the log.
 private final class ConnectionSlots: Sendable {
+    private struct Entry {
+        let channel: any Channel
+        let activity: ConnectionActivity
+    }
+
     private struct State {
-        var open = 0
+        /// By arrival number: the smallest is the longest open.
+        var open: [UInt64: Entry] = [:]
+        var next: UInt64 = 0
+        var evictedSinceLog = 0
         var refusedSinceLog = 0
         var lastLog: ContinuousClock.Instant? = nil
     }
@@ -186,30 +215,44 @@ private final class ConnectionSlots: Sendable {
         self.logger = logger
     }
 
-    var open: Int { state.withLock { $0.open } }
+    var open: Int { state.withLock { $0.open.count } }
 
-    func acquire() -> Bool {
-        let (granted, report) = state.withLock { s -> (Bool, Int?) in
-            if s.open < limit {
-                s.open += 1
-                return (true, nil)
+    /// A slot for `channel`, or nil when every slot is busy answering. The number it returns is
+    /// what `release` takes when the channel closes.
+    func acquire(_ channel: any Channel, activity: ConnectionActivity) -> UInt64? {
+        let (number, victim, report) = state.withLock { s -> (UInt64?, (any Channel)?, (evicted: Int, refused: Int)?) in
+            var victim: (any Channel)? = nil
+            if s.open.count >= limit {
+                guard let oldest = s.open.filter({ !$0.value.activity.answering }).keys.min() else {
+                    s.refusedSinceLog += 1
+                    return (nil, nil, Self.due(&s))
+                }
+                victim = s.open.removeValue(forKey: oldest)?.channel
+                s.evictedSinceLog += 1
             }
-            s.refusedSinceLog += 1
-            let now = ContinuousClock.now
-            guard s.lastLog.map({ now - $0 >= .seconds(60) }) ?? true else { return (false, nil) }
-            s.lastLog = now
-            defer { s.refusedSinceLog = 0 }
-            return (false, s.refusedSinceLog)
+            s.next += 1
+            s.open[s.next] = Entry(channel: channel, activity: activity)
+            return (s.next, victim, victim == nil ? nil : Self.due(&s))
         }
+        victim?.close(promise: nil)
         if let report {
-            logger.warning("HTTP connection refused: the server already holds its maximum of open connections", metadata: [
-                "http_max_connections": "\(limit)", "refused": "\(report)",
+            logger.warning("HTTP connections at the cap: closed the longest-open idle ones to make room, refused new ones while all were answering", metadata: [
+                "http_max_connections": "\(limit)", "closed_idle": "\(report.evicted)", "refused": "\(report.refused)",
             ])
         }
-        return granted
+        return number
     }
 
-    func release() { state.withLock { $0.open -= 1 } }
+    func release(_ number: UInt64) { _ = state.withLock { $0.open.removeValue(forKey: number) } }
+
+    /// The counts to log, if a minute has passed since the last report (then reset).
+    private static func due(_ s: inout State) -> (evicted: Int, refused: Int)? {
+        let now = ContinuousClock.now
+        guard s.lastLog.map({ now - $0 >= .seconds(60) }) ?? true else { return nil }
+        s.lastLog = now
+        defer { s.evictedSinceLog = 0; s.refusedSinceLog = 0 }
+        return (s.evictedSinceLog, s.refusedSinceLog)
+    }
 }
 
 /// Closes a connection that holds its slot without using it: one that sends nothing for
@@ -223,16 +266,22 @@ private final class ConnectionDeadlines: ChannelInboundHandler, RemovableChannel
 
     private let idle: TimeAmount
     private let request: TimeAmount
+    private let activity: ConnectionActivity
     private var context: ChannelHandlerContext?
     private var timer: Scheduled<Void>?
     /// Requests whose head arrived and whose response is not yet written.
-    private var unanswered = 0
+    private var unanswered = 0 {
+        didSet { activity.answering = unanswered > 0 && !receiving }
+    }
     /// A request has started (bytes or its head arrived) and its end has not.
-    private var receiving = false
+    private var receiving = false {
+        didSet { activity.answering = unanswered > 0 && !receiving }
+    }
 
-    init(idle: TimeAmount, request: TimeAmount) {
+    init(idle: TimeAmount, request: TimeAmount, activity: ConnectionActivity) {
         self.idle = idle
         self.request = request
+        self.activity = activity
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }

@@ -48,9 +48,9 @@ public struct WorkerConfiguration: Sendable {
     public var clockSkewThreshold: Double = 1
     /// `http_address`: HOST:PORT for /metrics, /healthz, /readyz; off when empty. Default off.
     public var httpAddress: String? = nil
-    /// `http_max_connections`: connections to `http_address` served at once; more are closed on
-    /// accept, so HTTP clients cannot take the descriptors signing needs (lowered at start when the
-    /// open-files limit leaves too little room). Default 256.
+    /// `http_max_connections`: connections to `http_address` open at once, so HTTP clients cannot
+    /// take the descriptors signing needs (lowered at start when the open-files limit leaves too
+    /// little room). At the cap a new connection replaces the longest-open idle one. Default 256.
     public var httpMaxConnections: Int = 256
     /// `http_idle_timeout`: seconds an HTTP connection may send nothing (before a request or
     /// between requests) before it is closed. Default 30.

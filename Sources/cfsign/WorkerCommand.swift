@@ -48,7 +48,7 @@ struct Worker: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Serve /metrics (Prometheus), /healthz and /readyz on HOST:PORT. Off unless set.", valueName: "host:port"))
     var httpAddress: String?
 
-    @Option(help: ArgumentHelp("Most connections to --http-address served at once; more are closed on accept. Default 256.", valueName: "n"))
+    @Option(help: ArgumentHelp("Most connections to --http-address open at once; at the cap a new one replaces the longest-open idle one. Default 256.", valueName: "n"))
     var httpMaxConnections: Int?
 
     @Option(help: ArgumentHelp("Seconds an HTTP connection may send nothing before it is closed. Default 30.", valueName: "seconds"))

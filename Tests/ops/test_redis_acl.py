@@ -442,8 +442,9 @@ EXACT_GRANTS = {
                         "publish", "smembers", "llen", "xlen", "xrange", "xrevrange", "lrange", "del"},
     # The commands the worker sends (ops/redis/README.md, "cfsign-worker"), scripts' inner calls included.
     "cfsign-worker": {"ping", "asking", "time", "config|get", "script|load", "evalsha", "subscribe", "get", "set",
-                      "del", "exists", "expire", "type", "llen", "lrange", "lpush", "rpush", "rpop", "lrem", "ltrim",
-                      "lmove", "blmove", "sadd", "srem", "smembers", "scan", "xadd"},
+                      "del", "exists", "expire", "type", "llen", "lrange", "lpush", "rpush", "rpop", "lpop", "lindex",
+                      "lrem", "ltrim", "lmove", "blmove", "sadd", "srem", "smembers", "scan", "xadd",
+                      "hlen", "hexists", "hincrby", "hdel"},
 }
 
 
