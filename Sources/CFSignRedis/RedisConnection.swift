@@ -254,8 +254,8 @@ public final class RedisConnection {
     /// - `-MOVED slot host:port` in any reply throws a `.moved` error naming the node and marks the
     ///   connection broken (reconnect there; `RedisRoute` does). Every reply is read first.
     /// - `-ASK slot host:port` (the slot is being migrated): that command alone is sent again to
-    ///   that node, once, after `ASKING` (an `EVALSHA` as `EVAL`, since the node may lack the
-    ///   script), and its reply takes the place of the `ASK`. Not inside MULTI/EXEC.
+    ///   that node, once, after `ASKING` (an `EVALSHA` after a `SCRIPT LOAD` there, since the node
+    ///   may lack the script), and its reply takes the place of the `ASK`. Not inside MULTI/EXEC.
     /// - `-READONLY` or `-UNBLOCKED` (this node was a master and is a replica now: a failover)
     ///   throws a `.connection` error, so the caller connects again and finds the new master.
     public func pipeline(_ commands: [[[UInt8]]]) throws(RedisError) -> [RedisReply] {
@@ -298,8 +298,11 @@ public final class RedisConnection {
                 target = try RedisConnection(url: url.redirected(to: node), connectTimeout: connectTimeout, commandTimeout: commandTimeout)
                 askConnection = target
             }
-            let again = try target.pipeline([[Array("ASKING".utf8)], asEval(commands[i])])
-            replies[i] = again[1]
+            // The target may lack the script: load it there first (SCRIPT LOAD names no key, so
+            // needs no ASKING), so the worker's ACL user needs no EVAL (ops/redis/users.acl).
+            let load = scriptLoad(for: commands[i])
+            let again = try target.pipeline((load.map { [$0] } ?? []) + [[Array("ASKING".utf8)], commands[i]])
+            replies[i] = again[again.count - 1]
         }
     }
 
@@ -319,12 +322,12 @@ public final class RedisConnection {
         return String(decoding: name, as: UTF8.self).uppercased() == "MULTI"
     }
 
-    /// An `EVALSHA` of a script this connection loaded, as `EVAL` with its source; anything else as is.
-    private func asEval(_ command: [[UInt8]]) -> [[UInt8]] {
-        guard command.count >= 2, String(decoding: command[0], as: UTF8.self).uppercased() == "EVALSHA" else { return command }
+    /// `SCRIPT LOAD` of the script an `EVALSHA` runs, if this connection loaded it; else nil.
+    private func scriptLoad(for command: [[UInt8]]) -> [[UInt8]]? {
+        guard command.count >= 2, String(decoding: command[0], as: UTF8.self).uppercased() == "EVALSHA" else { return nil }
         let sha = String(decoding: command[1], as: UTF8.self)
-        guard let source = scriptSHAs.first(where: { $0.value == sha })?.key else { return command }
-        return [Array("EVAL".utf8), Array(source.utf8)] + command.dropFirst(2)
+        guard let source = scriptSHAs.first(where: { $0.value == sha })?.key else { return nil }
+        return [Array("SCRIPT".utf8), Array("LOAD".utf8), Array(source.utf8)]
     }
 
     /// Pipelined string commands.

@@ -134,7 +134,7 @@ struct RedisHATests {
         #expect(connection.url.endpoint == .tcp(host: "127.0.0.1", port: owner.port!))
     }
 
-    @Test func askIsFollowedOnceWithASKINGAndScriptsRunAsEVAL() throws {
+    @Test func askIsFollowedOnceWithASKINGAndScriptsAreLoadedOnTheTargetFirst() throws {
         let (owner, other) = try twoNodeCluster()
         defer { owner.stop(); other.stop() }
         let o = try owner.connect(), t = try other.connect()
