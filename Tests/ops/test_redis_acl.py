@@ -107,7 +107,29 @@ def test_redis_conf_settings_are_in_force(acl_redis):
     assert config["appendonly"] == "yes"
     assert config["appendfsync"] == "everysec"
     assert config["aclfile"].endswith("users.acl")
+    assert config["proto-max-bulk-len"] == str(1024 * 1024), "redis.conf bounds every element at 1 MB"
     assert admin.acl_getuser("default")["enabled"] is False
+
+
+def test_a_producer_cannot_push_an_element_over_1_mb(acl_redis):
+    """Issue 13, memory: BLMOVE and RPOP hand a worker whole elements and hiredis has no reply-size
+    limit, so redis.conf's proto-max-bulk-len bounds the largest job a producer can LPUSH (1 MB,
+    Redis's minimum). A 2 MiB push is refused by Redis; a worker then never holds more than one
+    element of at most 1 MB beyond its batch."""
+    admin = client(acl_redis, ADMIN)
+    producer = client(acl_redis, "cfsign-producer")
+    before = admin.llen("{cfsign}:jobs")
+    with pytest.raises(redis.exceptions.RedisError) as refused_push:
+        producer.lpush("{cfsign}:jobs", b"x" * (2 * 1024 * 1024))
+    assert "bulk length" in str(refused_push.value) or isinstance(refused_push.value, redis.exceptions.ConnectionError), \
+        f"a 2 MiB LPUSH failed for another reason: {refused_push.value!r}"
+    assert admin.llen("{cfsign}:jobs") == before, "a 2 MiB LPUSH reached the queue"
+    # The bound is exactly 1 MiB: a job that large still goes in (the worker dead-letters it).
+    try:
+        assert client(acl_redis, "cfsign-producer").lpush("{cfsign}:jobs", b"x" * (1024 * 1024)) == before + 1
+    finally:
+        admin.delete("{cfsign}:jobs")
+    assert admin.ping()
 
 
 def test_whole_flow_under_role_users(acl_redis, cfsign_bin: Path, tmp_path: Path, worker_help):
