@@ -85,6 +85,15 @@ def closed_within(s: socket.socket, seconds: float) -> float | None:
         return time.monotonic() - start
 
 
+def under_nofile(cfsign_bin: Path, folder: Path, nofile: int) -> Path:
+    """A stand-in for the binary that runs the real one under `prlimit --nofile=N:N` (same pid):
+    the factory runs `<binary> worker ARGS`."""
+    wrapper = folder / f"cfsign-nofile-{nofile}"
+    wrapper.write_text(f'#!/bin/sh\nexec prlimit --nofile={nofile}:{nofile} "{cfsign_bin}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 @pytest.fixture(scope="module")
 def hostile_http(cfsign_bin: Path, tmp_path_factory):
     """redis-server, a key group, and one worker run as `prlimit --nofile=1024:1024 cfsign worker
@@ -96,12 +105,8 @@ def hostile_http(cfsign_bin: Path, tmp_path_factory):
     key_path = folder / "test-only-ec.pem"
     openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key_path))
     os.chmod(key_path, 0o600)
-    # The factory runs `<binary> worker ARGS`: this binary is the real one under prlimit (same pid).
-    wrapper = folder / "cfsign-nofile-1024"
-    wrapper.write_text(f'#!/bin/sh\nexec prlimit --nofile={NOFILE}:{NOFILE} "{cfsign_bin}" "$@"\n')
-    wrapper.chmod(0o755)
     server = make_redis(folder / "redis", appendonly=False)
-    factory = WorkerFactory(wrapper, folder)
+    factory = WorkerFactory(under_nofile(cfsign_bin, folder, NOFILE), folder)
     ns = unique_namespace("hostile-http")
     port = free_port()
     try:
@@ -194,3 +199,20 @@ def test_request_head_sent_a_byte_at_a_time_is_closed_after_the_header_timeout(h
                 break
     assert closed is not None, f"a head dribbled for {HEADER_TIMEOUT + 5} s was never cut off (http_header_timeout {HEADER_TIMEOUT})"
     assert closed < HEADER_TIMEOUT + 1.5, f"the dribbled head was cut off only after {closed:.1f} s"
+
+
+def test_cap_is_lowered_when_the_open_files_limit_leaves_too_little_room(hostile_http, cfsign_bin, tmp_path):
+    """Under nofile=200 the default cap of 256 would let HTTP clients take every descriptor: the
+    worker lowers it to leave 128 free, says so, and still signs."""
+    server, flood_ns, _, _ = hostile_http
+    r = server.client()
+    ns = unique_namespace("hostile-low-nofile")  # its own queue: only this worker can answer
+    r.set(f"{{{ns}}}:keygroup", r.get(f"{{{flood_ns}}}:keygroup"))
+    factory = WorkerFactory(under_nofile(cfsign_bin, tmp_path, 200), tmp_path)
+    try:
+        worker = factory.start(server, ns, args=["--http-address", f"127.0.0.1:{free_port()}"])
+        assert "lowered_to=72" in worker.log() and "open_files_limit=200" in worker.log(), worker.log()[-2000:]
+        push(r, ns, [job(ns, f"low-{i}", reply="low") for i in range(5)])
+        assert len(collect(r, f"{{{ns}}}:reply:low", 5, timeout=10)) == 5
+    finally:
+        factory.close()

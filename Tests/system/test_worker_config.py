@@ -15,6 +15,9 @@ CASES = [
     ("concurrency_zero", ["--concurrency", "0"], {}, None, "concurrency"),
     ("unknown_setting_in_config_file", [], {}, "namespace = fine\nno_such_setting = 1\n", "no_such_setting"),
     ("batch_size_not_a_number", [], {"CFSIGN_BATCH_SIZE": "abc"}, None, "CFSIGN_BATCH_SIZE"),
+    ("http_max_connections_zero", ["--http-max-connections", "0"], {}, None, "http_max_connections"),
+    ("http_idle_timeout_negative", [], {"CFSIGN_HTTP_IDLE_TIMEOUT": "-1"}, None, "CFSIGN_HTTP_IDLE_TIMEOUT"),
+    ("http_header_timeout_not_a_number", [], {}, "http_header_timeout = soon\n", "http_header_timeout"),
 ]
 
 
