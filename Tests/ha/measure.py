@@ -16,7 +16,8 @@ import time
 from .ha_support import job
 
 #: Commands that only the worker's Lua scripts run (inside EVALSHA), never a client.
-SCRIPT_ONLY = {"rpop", "type", "lrem", "rpush", "expire", "ltrim", "lmove", "srem"}
+SCRIPT_ONLY = {"rpop", "type", "lrem", "rpush", "expire", "ltrim", "lmove", "srem",
+               "hlen", "hexists", "hdel", "hincrby", "lindex"}  # the poison-job bookkeeping (Scripts.swift)
 #: What this module's producer sends.
 PRODUCER = {"blpop", "lpop"}
 
