@@ -354,6 +354,22 @@ public struct JSONWriter: Sendable {
 }
 
 extension JSONValue {
+    /// An integer literal (no fraction, no exponent) clamped to 64 bits: `.integer` as is, and a
+    /// longer digit string, which the reader keeps as `.number`, as `Int64.max` or `Int64.min` by
+    /// its sign. Nil for any other value (`1.0`, `1e3`, strings...).
+    ///
+    /// Lets a range check treat 10^20 like 2^63-1 (both "too large") instead of as another type.
+    public var clampedInteger: Int64? {
+        switch self {
+        case .integer(let n): return n
+        case .number(let text):
+            let digits = text.utf8.first == UInt8(ascii: "-") ? text.utf8.dropFirst() : text.utf8[...]
+            guard !digits.isEmpty, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+            return text.utf8.first == UInt8(ascii: "-") ? .min : .max
+        default: return nil
+        }
+    }
+
     /// The member named `name` in an object (the first, if duplicated).
     public subscript(member name: String) -> JSONValue? {
         guard case .object(let members) = self else { return nil }

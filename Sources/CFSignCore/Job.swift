@@ -70,8 +70,8 @@ public struct SigningRequest: Sendable, Hashable {
         self.resource = resource
         self.output = output
         self.hash = hash
-        if let roundExpiry, roundExpiry < 0 || roundExpiry > 366 * 86400 {
-            throw SigningError(.invalidExpiry, "round_expiry \(roundExpiry) must be 0 (off) to 31622400 seconds")
+        if let roundExpiry, roundExpiry < 0 || roundExpiry > SigningLimits.maximumRounding {
+            throw SigningError(.invalidExpiry, "round_expiry \(roundExpiry) must be 0 (off) to \(SigningLimits.maximumRounding) seconds")
         }
         self.keyID = keyID
         self.roundExpiry = roundExpiry
@@ -87,7 +87,19 @@ public struct Job: Sendable {
     public let replyTo: String
     public let request: SigningRequest
     /// cfsign extension: when the producer pushed the job (epoch ms), for the job-age metric.
+    /// Always within `validEnqueuedAt` (a value outside it is read as absent), so a consumer may
+    /// subtract it from a clock reading without overflow.
     public let enqueuedAtMilliseconds: Int64?
+
+    /// `enqueued_at_ms` values kept: 0 through the latest expiry (9999-12-31), in milliseconds.
+    public static let validEnqueuedAt: ClosedRange<Int64> = 0...(SigningLimits.latestExpiry * 1000 + 999)
+
+    public init(id: String, replyTo: String, request: SigningRequest, enqueuedAtMilliseconds: Int64?) {
+        self.id = id
+        self.replyTo = replyTo
+        self.request = request
+        self.enqueuedAtMilliseconds = enqueuedAtMilliseconds.flatMap { Self.validEnqueuedAt.contains($0) ? $0 : nil }
+    }
 }
 
 /// What reading a job's bytes gives.
@@ -144,7 +156,8 @@ public enum JobParser {
         }
         do throws(SigningError) {
             let request = try request(from: &fields)
-            // Optional extension field; a value of another type is ignored, never refused.
+            // Optional extension field; a value of another type or outside `Job.validEnqueuedAt`
+            // is ignored, never refused (the initializer drops it).
             let enqueued = (try? fields.integer("enqueued_at_ms")) ?? nil
             return .job(Job(id: id, replyTo: replyTo, request: request, enqueuedAtMilliseconds: enqueued))
         } catch {
@@ -236,7 +249,9 @@ public enum JobParser {
         func integer(_ name: String) throws(SigningError) -> Int64? {
             switch value(name) {
             case nil, .null?: return nil
-            case .integer(let n)?: return n
+            // An integer too long for 64 bits is clamped, so its range check gives the same code
+            // as 2^63-1 (e.g. ttl_too_long), not a type error.
+            case let v? where v.clampedInteger != nil: return v.clampedInteger
             case let other?: throw SigningError(.invalidJob, "\(name) must be an integer number of seconds, not \(other.typeName)")
             }
         }

@@ -25,11 +25,17 @@ public struct KeyGroupDocument: Sendable, Equatable {
 
     public let version: Int64
     public let active: String
+
+    /// The highest version: one below Int64.max, so the next version (`version + 1`, which
+    /// `cfsign keygroup set` proposes) always exists.
+    public static let maximumVersion: Int64 = .max - 1
     public let keys: [Key]
 
     /// Checks the shape: a positive version, valid and unique ids, one source per key, `active` among keys.
     public init(version: Int64, active: String, keys: [Key]) throws(KeyGroupError) {
-        guard version >= 1 else { throw KeyGroupError("version must be a positive integer, not \(version)") }
+        guard version >= 1, version <= Self.maximumVersion else {
+            throw KeyGroupError("version must be a positive integer, not \(version); the highest is \(Self.maximumVersion), so a next one always exists")
+        }
         guard !keys.isEmpty else { throw KeyGroupError("keys is empty; a group needs at least its active key") }
         var seen = Set<String>()
         for key in keys {
@@ -51,7 +57,8 @@ public struct KeyGroupDocument: Sendable, Equatable {
         let value: JSONValue
         do { value = try JSONReader.parse(bytes) } catch { throw KeyGroupError("key group is \(error)") }
         guard case .object = value else { throw KeyGroupError("key group is \(value.typeName), not a JSON object") }
-        guard case .integer(let version)? = value[member: "version"] else {
+        // Too long for 64 bits is out of range, not a different type: clamp, then the range check says so.
+        guard let version = value[member: "version"]?.clampedInteger else {
             throw KeyGroupError("key group needs \"version\", a positive integer")
         }
         guard case .string(let active)? = value[member: "active"] else {

@@ -64,6 +64,9 @@ public struct SigningLimits: Sendable {
 
     /// Links cannot expire after 9999-12-31, whatever the limit: no viewer or CDN clock gets there.
     public static let latestExpiry: Int64 = 253_402_300_799
+
+    /// The widest `round_expiry` (a job's or the worker's): 366 days.
+    public static let maximumRounding: Int64 = 366 * 86400
 }
 
 /// A request resolved against a clock and the signer's limits: everything needed to sign.
@@ -74,9 +77,29 @@ public struct SigningPlan: Sendable {
 
     public var expiresAt: Int64 { policy.expiresAt }
 
-    /// - Parameter roundingCap: a tighter lifetime limit (e.g. a signing-policy prefix rule) that
-    ///   expiry rounding must not push past, besides `limits.maximumLifetime`.
-    public init(_ request: SigningRequest, now: Int64, limits: SigningLimits, roundingCap: Int64? = nil) throws(SigningError) {
+    /// `t` rounded up to a multiple of `granularity`; nil when that does not fit in 64 bits (it is
+    /// then far past the latest expiry anyway) or `granularity` is not positive.
+    static func roundedUp(_ t: Int64, to granularity: Int64) -> Int64? {
+        guard granularity > 0 else { return nil }
+        let (q, r) = t.quotientAndRemainder(dividingBy: granularity)
+        if r <= 0 { return r == 0 ? t : q * granularity }  // negative t: toward +infinity is q * g
+        let (next, o1) = q.addingReportingOverflow(1)
+        guard !o1 else { return nil }
+        let (v, o2) = next.multipliedReportingOverflow(by: granularity)
+        return o2 ? nil : v
+    }
+
+    /// Resolves the expiry and checks it, one code per class of bad expiry (docs/PROTOCOL.md,
+    /// "Expiry classes"):
+    /// - `invalid_expiry`: `expires_at` not after the signer's clock, `starts_at` not before the expiry
+    ///   (the request itself already refused non-positive values);
+    /// - `ttl_too_long`: the link would live longer than the signer allows, at any magnitude: past
+    ///   the maximum lifetime, past 9999-12-31T23:59:59Z (with or without a maximum), or so far that
+    ///   `now + expires_in` overflows.
+    ///
+    /// - Parameter rules: the signing policy whose lifetime rules expiry rounding must not push past
+    ///   (the same limits `SigningRules.check` refuses with); empty for `cfsign sign`.
+    public init(_ request: SigningRequest, now: Int64, limits: SigningLimits, rules: SigningRules = SigningRules()) throws(SigningError) {
         var expiresAt: Int64
         switch request.expiry {
         case .at(let t):
@@ -85,6 +108,7 @@ public struct SigningPlan: Sendable {
             }
             expiresAt = t
         case .after(let seconds):
+            // Saturates: an overflow is simply "too far", judged below like any other.
             let (sum, overflow) = now.addingReportingOverflow(seconds)
             expiresAt = overflow ? Int64.max : sum
         }
@@ -93,20 +117,22 @@ public struct SigningPlan: Sendable {
         case .after: granularity = request.roundExpiry ?? limits.expiryRounding
         case .at: granularity = request.roundExpiry ?? 0
         }
-        if granularity > 0, expiresAt <= SigningLimits.latestExpiry {
-            let rounded = (expiresAt + granularity - 1) / granularity * granularity
-            // Rounding never pushes a link past the lifetime limit.
-            let cap = [limits.maximumLifetime, roundingCap].compactMap { $0 }.min()
-            if cap.map({ rounded - now <= $0 }) ?? true { expiresAt = rounded }
-        }
-        if expiresAt > SigningLimits.latestExpiry {
-            throw SigningError(.invalidExpiry, "expiry \(expiresAt) is after the year 9999; give a nearer time")
+        if granularity > 0, let rounded = Self.roundedUp(expiresAt, to: granularity), rounded <= SigningLimits.latestExpiry {
+            // Rounding never pushes a link past the strictest lifetime limit it can reach.
+            let cap = rules.lifetimeLimits(for: request, maximum: limits.maximumLifetime).strictest
+            if cap.map({ SigningRules.lifetime(rounded, now: now) <= $0 }) ?? true { expiresAt = rounded }
         }
         if let startsAt = request.startsAt, startsAt >= expiresAt {
             throw SigningError(.invalidExpiry, "starts_at \(startsAt) is not before the expiry \(expiresAt); a link must start before it ends")
         }
-        if let maximum = limits.maximumLifetime, expiresAt - now > maximum {
-            throw SigningError(.ttlTooLong, "the link would live \(Durations.describe(expiresAt - now)); this signer allows at most \(Durations.describe(maximum))")
+        let lifetime = SigningRules.lifetime(expiresAt, now: now)
+        let tooFar = expiresAt > SigningLimits.latestExpiry
+        if let maximum = limits.maximumLifetime, lifetime > maximum {
+            let lives = tooFar ? "past 9999-12-31T23:59:59Z" : Durations.describe(lifetime)
+            throw SigningError(.ttlTooLong, "the link would live \(lives); this signer allows at most \(Durations.describe(maximum))")
+        }
+        if tooFar {
+            throw SigningError(.ttlTooLong, "the link would expire after 9999-12-31T23:59:59Z (\(SigningLimits.latestExpiry)), the latest expiry any signer gives; give a nearer time")
         }
         let hash = request.hash ?? limits.defaultHash
         guard limits.supportedHashes.contains(hash) else {

@@ -13,6 +13,9 @@ public struct Refusal: Error, Sendable, Equatable, CustomStringConvertible {
         case needsViewerIP = "needs_viewer_ip"
         case ipNotAllowed = "ip_not_allowed"
         case resourceMismatch = "resource_mismatch"
+        /// The URL's path holds a dot segment (`..`, `%2e%2e`, ...): no signer signs one, and an
+        /// origin would read the path as another object than the one the policy names.
+        case pathTraversal = "path_traversal"
     }
 
     public let reason: Reason
@@ -136,9 +139,25 @@ public struct SignedRequest: Sendable {
         return Policy(kind: .custom, resource: resource, expiresAt: expires, startsAt: starts, ip: ip)
     }
 
+    /// The path of an absolute URL: after `scheme://authority`, before `?`.
+    static func path(of url: String) -> ArraySlice<UInt8> {
+        let b = Array(url.utf8)[...]
+        var start = b.startIndex
+        if let r = url.utf8.firstRange(of: "://".utf8) {
+            let afterScheme = url.utf8.distance(from: url.utf8.startIndex, to: r.upperBound)
+            start = b[afterScheme...].firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") } ?? b.endIndex
+        }
+        let end = b[start...].firstIndex(of: UInt8(ascii: "?")) ?? b.endIndex
+        return b[start..<end]
+    }
+
     /// Everything CloudFront checks except the signature: time, viewer address, resource.
     /// `viewerIP` nil means unknown, which a policy with an IP condition cannot accept.
     public func checkConditions(now: Int64, viewerIP: UInt32?) throws(Refusal) {
+        // A wildcard resource matches `/invoices/../secret.pdf` as text; refuse what no worker signs.
+        if let dot = URLRules.dotSegment(in: Self.path(of: url)) {
+            throw Refusal(.pathTraversal, "the URL \(url) has the dot segment \"\(dot)\" in its path; no signer signs such a path, and an origin would serve another object than the one the policy names")
+        }
         if now >= policy.expiresAt {
             throw Refusal(.expired, "the link expired at \(Timestamps.iso8601(policy.expiresAt)) (\(policy.expiresAt)); it is now \(Timestamps.iso8601(now))")
         }

@@ -49,65 +49,125 @@ public struct SigningRules: Sendable, Equatable {
         return parts.joined(separator: "; ")
     }
 
+    /// True when a path rule is set: then paths are judged, and an encoded slash is refused.
+    public var hasPathRules: Bool { !allowedPathPrefixes.isEmpty || !prefixLifetimes.isEmpty }
+
     /// Checks a planned link against the rules: its URL, and the reach of its `resource`.
     public func check(_ plan: SigningPlan, now: Int64) throws(SigningError) {
         if isEmpty { return }
-        let lifetime = plan.expiresAt - now
-        let (host, path) = Self.hostAndPath(plan.request.url)
+        let lifetime = Self.lifetime(plan.expiresAt, now: now)
+        let (host, rawPath) = Self.hostAndPath(plan.request.url)
+        let path = URLRules.normalizedForRules(rawPath)
         if !allowedHosts.isEmpty, !allowedHosts.contains(host.lowercased()) {
             throw SigningError(.policyDenied, "host \(host) is not allowed by this worker's signing policy (allowed_hosts: \(allowedHosts.joined(separator: ", ")))")
         }
-        if !allowedPathPrefixes.isEmpty, !allowedPathPrefixes.contains(where: { path.hasPrefix($0) }) {
-            throw SigningError(.policyDenied, "path \(path) is outside this worker's signing policy (allowed_path_prefixes: \(allowedPathPrefixes.joined(separator: ", ")))")
+        if hasPathRules {
+            if let slash = URLRules.encodedSlash(in: rawPath.utf8) {
+                throw SigningError(.policyDenied, "path \(rawPath) holds the encoded slash \(slash); origins differ on whether it separates folders, so this worker's path rules (allowed_path_prefixes, prefix_max_lifetimes) cannot judge it. Give the path with plain '/'")
+            }
+            if let resource = plan.request.resource, let slash = URLRules.encodedSlash(in: URLRules.resourcePath(resource)) {
+                throw SigningError(.policyDenied, "resource \(resource) holds the encoded slash \(slash) in its path; origins differ on whether it separates folders, so this worker's path rules (allowed_path_prefixes, prefix_max_lifetimes) cannot judge it. Give the resource with plain '/'")
+            }
         }
-        if let limit = lifetimeLimit(forPath: path), lifetime > limit.seconds {
-            throw SigningError(.policyDenied, "links under \(limit.prefix) may live at most \(Durations.describe(limit.seconds)) (prefix_max_lifetimes); this one would live \(Durations.describe(lifetime))")
+        if !allowedPathPrefixes.isEmpty, !allowedPathPrefixes.contains(where: { path.hasPrefix($0) }) {
+            throw SigningError(.policyDenied, "path \(rawPath) is outside this worker's signing policy (allowed_path_prefixes: \(allowedPathPrefixes.joined(separator: ", ")))")
         }
         if let resource = plan.request.resource {
-            try checkResource(resource, lifetime: lifetime)
+            try checkResourceScope(resource)
         }
+        // The same limit capped the plan's expiry rounding, so the two cannot disagree.
+        if let rule = lifetimeLimits(for: plan.request, maximum: nil).rule, lifetime > rule.seconds {
+            let lives = "this one would live \(Durations.describe(lifetime))"
+            if let resource = rule.reachedThrough {
+                throw SigningError(.policyDenied, "resource \(resource) reaches links under \(rule.prefix), which may live at most \(Durations.describe(rule.seconds)) (prefix_max_lifetimes); \(lives)")
+            }
+            throw SigningError(.policyDenied, "links under \(rule.prefix) may live at most \(Durations.describe(rule.seconds)) (prefix_max_lifetimes); \(lives)")
+        }
+    }
+
+    /// Seconds from `now` to `expiresAt`, saturated instead of trapping.
+    static func lifetime(_ expiresAt: Int64, now: Int64) -> Int64 {
+        let (d, overflow) = expiresAt.subtractingReportingOverflow(now)
+        return overflow ? (expiresAt > now ? .max : .min) : d
     }
 
     /// The prefix lifetime rule for a path (the longest matching prefix), if any.
     public func lifetimeLimit(forPath path: String) -> (prefix: String, seconds: Int64)? {
-        prefixLifetimes.filter { path.hasPrefix($0.prefix) }.max { $0.prefix.count < $1.prefix.count }
+        let path = URLRules.normalizedForRules(path)
+        return prefixLifetimes.filter { path.hasPrefix($0.prefix) }.max { $0.prefix.count < $1.prefix.count }
     }
 
-    /// The longest lifetime the rules allow for a request's URL, for capping expiry rounding.
-    public func lifetimeCap(for request: SigningRequest) -> Int64? {
-        lifetimeLimit(forPath: Self.hostAndPath(request.url).path)?.seconds
+    /// Every lifetime limit a request can reach, and the strictest of them.
+    public struct LifetimeLimits: Sendable, Equatable {
+        /// A `prefix_max_lifetimes` rule, and the resource that reaches it (nil: the URL's own rule).
+        public struct Rule: Sendable, Equatable {
+            public let prefix: String
+            public let seconds: Int64
+            public let reachedThrough: String?
+
+            public init(prefix: String, seconds: Int64, reachedThrough: String?) {
+                self.prefix = prefix
+                self.seconds = seconds
+                self.reachedThrough = reachedThrough
+            }
+        }
+        /// The signer's maximum lifetime (`max_lifetime`), if any.
+        public let maximum: Int64?
+        /// The strictest prefix rule the URL or the resource's wildcard can reach, if any.
+        public let rule: Rule?
+        /// The longest any link for the request may live: what expiry rounding must never exceed.
+        public var strictest: Int64? { [maximum, rule?.seconds].compactMap { $0 }.min() }
+    }
+
+    /// The one computation of how long a request's link may live. `SigningPlan` caps expiry rounding
+    /// with it and `check` refuses with it, so rounding can never lift a job past a rule it reaches:
+    /// the URL's own rule (longest matching prefix) and, for a wildcard resource, every rule under or
+    /// above the resource's literal path (the strictest wins).
+    public func lifetimeLimits(for request: SigningRequest, maximum: Int64?) -> LifetimeLimits {
+        var candidates: [LifetimeLimits.Rule] = []
+        if let own = lifetimeLimit(forPath: Self.hostAndPath(request.url).path) {
+            candidates.append(.init(prefix: own.prefix, seconds: own.seconds, reachedThrough: nil))
+        }
+        if let resource = request.resource, let literalPath = Self.resourceScope(resource)?.path {
+            for r in prefixLifetimes where r.prefix.hasPrefix(literalPath) || literalPath.hasPrefix(r.prefix) {
+                candidates.append(.init(prefix: r.prefix, seconds: r.seconds, reachedThrough: resource))
+            }
+        }
+        return LifetimeLimits(maximum: maximum, rule: candidates.min { $0.seconds < $1.seconds })
+    }
+
+    /// What a wildcard resource's text before its first `*` or `?` names: scheme, host and the
+    /// (normalised) literal path. Nil for a resource without a wildcard (it equals the URL).
+    static func resourceScope(_ resource: String) -> (scheme: String, host: String, path: String, wellFormed: Bool)? {
+        guard let firstWildcard = resource.firstIndex(where: { $0 == "*" || $0 == "?" }) else { return nil }
+        let literal = String(resource[..<firstWildcard])
+        let schemeEnd = literal.firstRange(of: "://")
+        let hostAndPath = schemeEnd.map { String(literal[$0.upperBound...]) } ?? ""
+        let slash = hostAndPath.firstIndex(of: "/")
+        let host = slash.map { String(hostAndPath[..<$0]) } ?? ""
+        let path = slash.map { String(hostAndPath[$0...]) } ?? ""
+        let scheme = schemeEnd.map { String(literal[..<$0.lowerBound]) } ?? ""
+        let wellFormed = (scheme == "http" || scheme == "https") && slash != nil && !host.isEmpty
+        return (scheme, host, URLRules.normalizedForRules(path), wellFormed)
     }
 
     /// A wildcard resource opens every URL it matches, so its reach is what the rules must bound,
     /// not just the job's own URL. With any host, path or lifetime rule set, `any` counts as
     /// `within-prefix`: otherwise `"resource": "*"` on an allowed URL would open everything.
-    private func checkResource(_ resource: String, lifetime: Int64) throws(SigningError) {
-        guard let firstWildcard = resource.firstIndex(where: { $0 == "*" || $0 == "?" }) else { return }  // then resource == url
-        let scoped = !allowedHosts.isEmpty || !allowedPathPrefixes.isEmpty || !prefixLifetimes.isEmpty
+    private func checkResourceScope(_ resource: String) throws(SigningError) {
+        guard let scope = Self.resourceScope(resource) else { return }  // then resource == url
+        let scoped = !allowedHosts.isEmpty || hasPathRules
         let mode = wildcards == .any && scoped ? .withinPrefix : wildcards
         switch mode {
         case .any: return
         case .none:
             throw SigningError(.policyDenied, "resource \(resource) uses wildcards, which this worker's signing policy forbids (resource_wildcards = none)")
         case .withinPrefix:
-            let literal = String(resource[..<firstWildcard])
-            let schemeEnd = literal.firstRange(of: "://")
-            let hostAndPath = schemeEnd.map { String(literal[$0.upperBound...]) } ?? ""
-            let slash = hostAndPath.firstIndex(of: "/")
-            let literalHost = slash.map { String(hostAndPath[..<$0]) } ?? ""
-            let literalPath = slash.map { String(hostAndPath[$0...]) } ?? ""
-            let scheme = schemeEnd.map { String(literal[..<$0.lowerBound]) } ?? ""
-            let wellFormed = (scheme == "http" || scheme == "https") && slash != nil && !literalHost.isEmpty
-            let hostOK = allowedHosts.isEmpty || allowedHosts.contains(literalHost.lowercased())
-            let prefixOK = allowedPathPrefixes.isEmpty || allowedPathPrefixes.contains { literalPath.hasPrefix($0) }
-            guard wellFormed, hostOK, prefixOK else {
-                let scope = allowedPathPrefixes.isEmpty ? "the scheme, an allowed host and a path" : "the scheme, an allowed host and an allowed path prefix (\(allowedPathPrefixes.joined(separator: ", ")))"
-                throw SigningError(.policyDenied, "resource \(resource) is wider than this worker's signing policy allows: the text before the first wildcard must name \(scope) (resource_wildcards = \(wildcards.rawValue))")
-            }
-            // Every prefix rule the resource can reach applies; the strictest wins.
-            let reachable = prefixLifetimes.filter { $0.prefix.hasPrefix(literalPath) || literalPath.hasPrefix($0.prefix) }
-            if let strictest = reachable.min(by: { $0.seconds < $1.seconds }), lifetime > strictest.seconds {
-                throw SigningError(.policyDenied, "resource \(resource) reaches links under \(strictest.prefix), which may live at most \(Durations.describe(strictest.seconds)) (prefix_max_lifetimes); this one would live \(Durations.describe(lifetime))")
+            let hostOK = allowedHosts.isEmpty || allowedHosts.contains(scope.host.lowercased())
+            let prefixOK = allowedPathPrefixes.isEmpty || allowedPathPrefixes.contains { scope.path.hasPrefix($0) }
+            guard scope.wellFormed, hostOK, prefixOK else {
+                let what = allowedPathPrefixes.isEmpty ? "the scheme, an allowed host and a path" : "the scheme, an allowed host and an allowed path prefix (\(allowedPathPrefixes.joined(separator: ", ")))"
+                throw SigningError(.policyDenied, "resource \(resource) is wider than this worker's signing policy allows: the text before the first wildcard must name \(what) (resource_wildcards = \(wildcards.rawValue))")
             }
         }
     }

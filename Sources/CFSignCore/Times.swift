@@ -62,8 +62,14 @@ public enum Timestamps {
         } else {
             return nil
         }
-        return daysFromCivil(year: year, month: month, day: day) * 86400 + hour * 3600 + minute * 60 + second - offset
+        // Four-digit year, two-digit fields: every term below is far inside 64 bits.
+        guard let days = daysFromCivil(year: year, month: month, day: day) else { return nil }
+        return days * 86400 + hour * 3600 + minute * 60 + second - offset
     }
+
+    /// Years `daysFromCivil` accepts: wide enough for any date a person types, narrow enough that
+    /// no step of the arithmetic can overflow.
+    static let yearRange: ClosedRange<Int64> = -1_000_000_000...1_000_000_000
 
     public static let help = "epoch seconds or ISO 8601 (2027-03-01T00:00:00Z)"
 
@@ -76,7 +82,9 @@ public enum Timestamps {
     }
 
     /// Howard Hinnant's days-from-civil: days since 1970-01-01 in the proleptic Gregorian calendar.
-    static func daysFromCivil(year: Int64, month: Int64, day: Int64) -> Int64 {
+    /// Nil outside `yearRange`, for a month outside 1...12 or a day outside 1...31.
+    static func daysFromCivil(year: Int64, month: Int64, day: Int64) -> Int64? {
+        guard yearRange.contains(year), (1...12).contains(month), (1...31).contains(day) else { return nil }
         let y = month <= 2 ? year - 1 : year
         let era = (y >= 0 ? y : y - 399) / 400
         let yoe = y - era * 400
@@ -87,9 +95,12 @@ public enum Timestamps {
     }
 
     /// `YYYY-MM-DDTHH:MM:SSZ` for an epoch time, for messages.
+    /// Any Int64 (a policy read from a URL can hold one): floor division without `t - 86399`,
+    /// which would overflow at Int64.min; every later step stays inside 64 bits.
     public static func iso8601(_ t: Int64) -> String {
-        let days = t >= 0 ? t / 86400 : (t - 86399) / 86400
-        let secs = t - days * 86400
+        let (q, r) = t.quotientAndRemainder(dividingBy: 86400)
+        let days = r < 0 ? q - 1 : q
+        let secs = r < 0 ? r + 86400 : r
         let z = days + 719468
         let era = (z >= 0 ? z : z - 146096) / 146097
         let doe = z - era * 146097
@@ -100,6 +111,7 @@ public enum Timestamps {
         let m = mp < 10 ? mp + 3 : mp - 9
         let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
         func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(y)-\(two(m))-\(two(d))T\(two(secs / 3600)):\(two(secs % 3600 / 60)):\(two(secs % 60))Z"
+        let year = (0...999).contains(y) ? String(String(y + 10000).dropFirst()) : "\(y)"
+        return "\(year)-\(two(m))-\(two(d))T\(two(secs / 3600)):\(two(secs % 3600 / 60)):\(two(secs % 60))Z"
     }
 }

@@ -70,6 +70,10 @@ public enum URLRules {
         while end < bytes.count, bytes[end] != UInt8(ascii: "/"), bytes[end] != UInt8(ascii: "?") { end += 1 }
         let authority = bytes[schemeLength..<end]
         try validateAuthority(authority)
+        let pathEnd = bytes[end...].firstIndex(of: UInt8(ascii: "?")) ?? bytes.endIndex
+        if let dot = dotSegment(in: bytes[end..<pathEnd]) {
+            throw SigningError(.invalidURL, "url path \(String(decoding: bytes[end..<pathEnd], as: UTF8.self)) holds the dot segment \"\(dot)\"; a browser or origin removes it (\"..\" climbs a folder), so the link would name another object than the one signed. Give the path without . and .. segments")
+        }
         if end < bytes.count, let q = bytes[end...].firstIndex(of: UInt8(ascii: "?")) {
             let query = bytes[(q + 1)...]
             for parameter in query.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
@@ -133,9 +137,119 @@ public enum URLRules {
     /// Validates a policy resource against the URL it will be used with.
     public static func validateResource(_ resource: String, url: String) throws(SigningError) {
         try checkCharacters(resource, field: "resource", code: .invalidResource)
+        let path = resourcePath(resource)
+        if let dot = dotSegment(in: path) {
+            throw SigningError(.invalidURL, "resource \(resource) holds the dot segment \"\(dot)\" in its path; a browser or origin removes it (\"..\" climbs a folder), so the policy's path would not be the path served. Give the resource without . and .. segments")
+        }
+        // `https://h/invoices/..*`: the wildcard then completes a `..` segment the literal part began.
+        let literal = path.prefix { $0 != UInt8(ascii: "*") }
+        let lastSegment = literal.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).last ?? literal[...]
+        if literal.count < path.count, let dot = dotSegment(in: lastSegment) {
+            throw SigningError(.invalidURL, "resource \(resource) ends its text before the first wildcard with the dot segment \"\(dot)\"; the wildcard could complete it into a \"..\" that climbs out of the folder. Put the wildcard after a '/' or a name")
+        }
         if !Wildcard.matches(pattern: resource, text: url) {
             throw SigningError(.invalidResource, "resource \"\(resource)\" does not match url \"\(url)\"; a link whose URL is outside its resource can never be used ('*' matches any run of characters, '?' exactly one)")
         }
+    }
+}
+
+// MARK: Paths as an origin reads them
+
+extension URLRules {
+    /// The part of a resource whose segments are judged: after `scheme://host` (when it names one)
+    /// and before the first `?` (a wildcard or the query: either way not a path segment).
+    static func resourcePath(_ resource: String) -> ArraySlice<UInt8> {
+        let bytes = Array(resource.utf8)[...]
+        let end = bytes.firstIndex(of: UInt8(ascii: "?")) ?? bytes.endIndex
+        var start = bytes.startIndex
+        if let colon = bytes[..<end].firstIndex(of: UInt8(ascii: ":")),
+           bytes[colon...].starts(with: "://".utf8), bytes[..<colon].allSatisfy({ isSchemeCharacter($0) }) {
+            let authority = colon + 3
+            start = bytes[authority..<end].firstIndex(of: UInt8(ascii: "/")) ?? end
+        }
+        return bytes[start..<end]
+    }
+
+    /// The first dot segment of a path, as written (`..`, `%2e%2E`, `.%2e`, ...), or nil.
+    ///
+    /// A dot segment is a whole segment (between slashes, or at either end) of one or two dots in
+    /// any mix of `.`, `%2e` and `%2E`. Path parameters do not hide one: `..;x` counts, because
+    /// Tomcat and Jetty drop `;x` and then climb.
+    public static func dotSegment(in path: some Collection<UInt8>) -> String? {
+        for segment in Array(path).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
+            let name = segment.prefix { $0 != UInt8(ascii: ";") }
+            if isDots(name) { return String(decoding: segment, as: UTF8.self) }
+        }
+        return nil
+    }
+
+    /// One or two dots, each `.`, `%2e` or `%2E`.
+    private static func isDots(_ s: ArraySlice<UInt8>) -> Bool {
+        var dots = 0
+        var i = s.startIndex
+        while i < s.endIndex {
+            if s[i] == UInt8(ascii: ".") {
+                i += 1
+            } else if s[i] == UInt8(ascii: "%"), s.endIndex - i >= 3, s[i + 1] == UInt8(ascii: "2"),
+                      s[i + 2] == UInt8(ascii: "e") || s[i + 2] == UInt8(ascii: "E") {
+                i += 3
+            } else {
+                return false
+            }
+            dots += 1
+            if dots > 2 { return false }
+        }
+        return dots >= 1
+    }
+
+    /// The first encoded slash or backslash (`%2f`, `%2F`, `%5c`, `%5C`) in a path, as written, or nil.
+    /// Origins differ on whether it separates segments, so under path rules it is refused.
+    public static func encodedSlash(in path: some Collection<UInt8>) -> String? {
+        let b = Array(path)
+        var i = 0
+        while i + 2 < b.count {
+            if b[i] == UInt8(ascii: "%") {
+                let pair = (b[i + 1], b[i + 2] | 0x20)
+                if pair == (UInt8(ascii: "2"), UInt8(ascii: "f")) || pair == (UInt8(ascii: "5"), UInt8(ascii: "c")) {
+                    return String(decoding: b[i...(i + 2)], as: UTF8.self)
+                }
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    /// A path with every percent-encoded unreserved character (`A-Z a-z 0-9 - . _ ~`) decoded, as
+    /// RFC 3986 normalisation and origins read it: path rules judge `/%6Dedia/` as `/media/`.
+    public static func normalizedForRules(_ path: String) -> String {
+        guard path.utf8.contains(UInt8(ascii: "%")) else { return path }
+        let b = Array(path.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(b.count)
+        var i = 0
+        while i < b.count {
+            if b[i] == UInt8(ascii: "%"), i + 2 < b.count, let hi = hexValue(b[i + 1]), let lo = hexValue(b[i + 2]) {
+                let c = hi << 4 | lo
+                if isUnreserved(c) { out.append(c); i += 3; continue }
+            }
+            out.append(b[i])
+            i += 1
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case 0x30...0x39: return b - 0x30
+        case 0x41...0x46: return b - 0x41 + 10
+        case 0x61...0x66: return b - 0x61 + 10
+        default: return nil
+        }
+    }
+
+    private static func isUnreserved(_ c: UInt8) -> Bool {
+        (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || (c >= 0x30 && c <= 0x39)
+            || c == UInt8(ascii: "-") || c == UInt8(ascii: ".") || c == UInt8(ascii: "_") || c == UInt8(ascii: "~")
     }
 }
 

@@ -13,7 +13,7 @@ public struct LinkSigner: Sendable {
 
     /// The plan for a request under the limits and rules, without signing (for refusals and audits).
     public func plan(_ request: SigningRequest, now: Int64) throws(SigningError) -> SigningPlan {
-        let plan = try SigningPlan(request, now: now, limits: limits, roundingCap: rules.lifetimeCap(for: request))
+        let plan = try SigningPlan(request, now: now, limits: limits, rules: rules)
         try rules.check(plan, now: now)
         return plan
     }

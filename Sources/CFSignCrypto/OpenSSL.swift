@@ -22,6 +22,8 @@ enum OpenSSL {
     static func withReadBIO<T>(_ bytes: [UInt8], _ body: (OpaquePointer) throws -> T) rethrows -> T? {
         guard let bio = BIO_new(BIO_s_mem()) else { return nil }
         defer { BIO_free(bio) }
+        // BIO_write takes an Int32; a longer input (an inline PEM from Redis) must not trap the conversion.
+        guard bytes.count <= Int(Int32.max) else { return nil }
         if !bytes.isEmpty {
             let written = bytes.withUnsafeBytes { BIO_write(bio, $0.baseAddress, Int32($0.count)) }
             guard written == Int32(bytes.count) else { return nil }

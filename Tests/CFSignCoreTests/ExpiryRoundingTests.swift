@@ -52,4 +52,28 @@ struct ExpiryRoundingTests {
         let e = signingError { _ = try SigningRequest(url: objectURL, expiry: .after(seconds: 60), roundExpiry: -5) }
         #expect(e?.code == .invalidExpiry)
     }
+
+    /// Attack 6 (issue 13): the rounding cap looked only at the URL's prefix rule, so a wildcard
+    /// resource reaching a stricter rule was rounded past it and refused, depending on the clock.
+    @Test("rounding never lifts a job past a prefix rule its wildcard resource reaches, at any clock", arguments: Array(stride(from: Int64(0), to: 600, by: 37)))
+    func neverPastReachedPrefixRule(offset: Int64) throws {
+        let host = "https://d111111abcdef8.cloudfront.net"
+        let rules = SigningRules(prefixLifetimes: [("/media/", 3600)])
+        let request = try SigningRequest(url: host + "/m/x.mp4", expiry: .after(seconds: 3500), resource: host + "/m*", roundExpiry: 600)
+        let t = now + offset
+        let p = try SigningPlan(request, now: t, limits: SigningLimits(maximumLifetime: 86400), rules: rules)
+        #expect(p.expiresAt - t <= 3600, "rounded to \(p.expiresAt - t)s at clock +\(offset)")
+        #expect(throws: Never.self) { try rules.check(p, now: t) }
+    }
+
+    @Test("the rounding cap and the policy check use the same reachable limit")
+    func oneLimit() throws {
+        let host = "https://d111111abcdef8.cloudfront.net"
+        let rules = SigningRules(prefixLifetimes: [("/media/", 3600), ("/media/short/", 60), ("/m/", 7200)])
+        let request = try SigningRequest(url: host + "/m/x", expiry: .after(seconds: 30), resource: host + "/m*")
+        let limits = rules.lifetimeLimits(for: request, maximum: 86400)
+        #expect(limits.rule == SigningRules.LifetimeLimits.Rule(prefix: "/media/short/", seconds: 60, reachedThrough: host + "/m*"))
+        #expect(limits.strictest == 60)
+        #expect(rules.lifetimeLimits(for: request, maximum: 10).strictest == 10)
+    }
 }

@@ -70,18 +70,18 @@ struct SigningPlanTests {
         #expect(e.message == "the link would live 1d1h1m1s; this signer allows at most 1d")
     }
 
-    @Test("an expiry after 9999-12-31T23:59:59Z is refused with invalid_expiry, even without a lifetime limit")
+    @Test("an expiry after 9999-12-31T23:59:59Z is refused with ttl_too_long, even without a lifetime limit")
     func year9999Cap() throws {
         #expect(try SigningPlan(request(.at(SigningLimits.latestExpiry)), now: now, limits: unlimited).expiresAt == 253_402_300_799)
         let e = try #require(planError(request(.at(SigningLimits.latestExpiry + 1))))
-        #expect(e.code == .invalidExpiry)
+        #expect(e.code == .ttlTooLong)
         #expect(e.mentions("9999"))
     }
 
-    @Test("an expires_in that overflows the clock is refused with invalid_expiry, not a crash")
+    @Test("an expires_in that overflows the clock is refused with ttl_too_long, not a crash")
     func expiresInOverflow() throws {
         let e = try #require(planError(request(.after(seconds: .max))))
-        #expect(e.code == .invalidExpiry)
+        #expect(e.code == .ttlTooLong)
         #expect(e.mentions("9999"))
     }
 

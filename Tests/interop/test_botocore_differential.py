@@ -570,6 +570,34 @@ def reference_match(pattern: str, url: str) -> bool:
     return re.fullmatch(regex, url, re.S) is not None
 
 
+def is_dot_segment(segment: str) -> bool:
+    """PROTOCOL.md "URL rule: no dot segments": `.` or `..` in any mix of `.`, `%2e`, `%2E`
+    (cfsign also counts `..;params`, which Tomcat and Jetty climb)."""
+    name = segment.split(";", 1)[0]
+    return re.sub("%2[eE]", ".", name) in (".", "..")
+
+
+def has_dot_segment(path: str) -> bool:
+    return any(is_dot_segment(s) for s in path.split("/"))
+
+
+def url_has_dot_segment(url: str) -> bool:
+    rest = url.split("://", 1)[1]
+    path = rest[len(re.match(r"[^/?]*", rest).group(0)):]
+    return has_dot_segment(path.split("?", 1)[0])
+
+
+def resource_has_dot_segment(resource: str) -> bool:
+    """The resource's path (after scheme://host, before the first `?`), and the text before its
+    first `*`, whose last segment a wildcard would complete."""
+    judged = resource.split("?", 1)[0]
+    m = re.match(r"[A-Za-z0-9+.-]+://[^/]*", judged)
+    path = judged[m.end():] if m else judged
+    if has_dot_segment(path):
+        return True
+    return "*" in path and is_dot_segment(path.split("*", 1)[0].split("/")[-1])
+
+
 def wildcard_cases(count: int = 400) -> list[tuple[str, str]]:
     rng = random.Random(f"{SEED}:wildcards")
     base = "https://d111111abcdef8.cloudfront.net/"
@@ -604,7 +632,9 @@ def test_resource_wildcards_agree_with_reference_matcher(cfsign, test_keys):
     assert len(replies) == len(jobs)
     matched = 0
     for (url, pattern), reply in zip(cases, replies):
-        if reference_match(pattern, url):
+        if url_has_dot_segment(url) or resource_has_dot_segment(pattern):
+            assert reply.get("error", {}).get("code") == "invalid_url", f"{pattern!r} for {url!r} holds a dot segment: {reply}"
+        elif reference_match(pattern, url):
             matched += 1
             assert reply.get("ok") is True, f"{pattern!r} matches {url!r} but cfsign refused it: {reply}"
             expected = botocore_link(key, key_id, url, expires, "SHA1", resource=pattern)

@@ -222,6 +222,11 @@ def test_sign_refuses_encrypted_key_without_prompting_on_the_terminal(cfsign_bin
     assert "encrypted" in assert_refused(result, "no_signing_key")
 
 
+def test_sign_refuses_expiry_after_9999_with_ttl_too_long_with_or_without_max_lifetime(sign):
+    for extra in ((), ("--max-lifetime", "365d")):
+        assert_refused(sign(URL, "--expires-at", "253402300800", *extra), "ttl_too_long")
+
+
 def test_sign_refuses_invalid_key_id(cfsign, rsa_key):
     result = cfsign("sign", URL, "--key-id", "bad id", "--private-key", rsa_key, "--expires-in", "1h")
     assert_refused(result, "unknown_key")
@@ -288,7 +293,8 @@ WRONG_TYPES = {
     "expires_at-exponent": with_raw_member(job(expires_at=DROP), '"expires_at":1e3'),
     "expires_at-big-exponent": with_raw_member(job(expires_at=DROP), '"expires_at":2e9'),
     "expires_at-integral-fraction": with_raw_member(job(expires_at=DROP), f'"expires_at":{NOW + DAY}.0'),
-    "expires_at-over-64-bits": with_raw_member(job(expires_at=DROP), '"expires_at":99999999999999999999'),
+    "expires_in-huge-exponent": with_raw_member(job(expires_at=DROP), '"expires_in":1e300'),
+    "expires_in-negative-huge-exponent": with_raw_member(job(expires_at=DROP), '"expires_in":-1e300'),
     "expires_at-bool": job(expires_at=True),
     "expires_in-string": job(expires_at=DROP, expires_in="1h"),
     "starts_at-string": job(starts_at="2026-01-01T00:00:00Z"),
@@ -320,6 +326,43 @@ def test_batch_answers_job_with_both_expiries_with_invalid_expiry(batch):
 
 def test_batch_answers_past_expiry_with_invalid_expiry(batch):
     assert_error_reply(batch(job(expires_at=NOW - 60))[0], "invalid_expiry")
+
+
+# Attack 7 (issue 13): one code per class of extreme expiry (docs/PROTOCOL.md, "Expiry classes").
+# `cfsign sign-batch` has no maximum lifetime, so 9999-12-31T23:59:59Z is its limit.
+TOO_FAR = {
+    "expires_in-2^63-1": with_raw_member(job(expires_at=DROP), f'"expires_in":{2**63 - 1}'),
+    "expires_in-over-64-bits": with_raw_member(job(expires_at=DROP), '"expires_in":99999999999999999999'),
+    "expires_at-2^63-1": job(expires_at=2**63 - 1),
+    "expires_at-over-64-bits": with_raw_member(job(expires_at=DROP), '"expires_at":99999999999999999999'),
+    "expires_at-after-9999": job(expires_at=253402300800),
+}
+
+
+@pytest.mark.parametrize("line", TOO_FAR.values(), ids=TOO_FAR.keys())
+def test_batch_answers_expiry_past_year_9999_at_any_magnitude_with_ttl_too_long(batch, line):
+    assert_error_reply(batch(line)[0], "ttl_too_long")
+
+
+NOT_POSITIVE = {
+    "expires_in-0": job(expires_at=DROP, expires_in=0),
+    "expires_in--0": with_raw_member(job(expires_at=DROP), '"expires_in":-0'),
+    "expires_in-int64-min": job(expires_at=DROP, expires_in=-2**63),
+    "expires_in-under-64-bits": with_raw_member(job(expires_at=DROP), '"expires_in":-99999999999999999999'),
+    "expires_at-int64-min": job(expires_at=-2**63),
+    "starts_at-2^63-1": job(starts_at=2**63 - 1),
+}
+
+
+@pytest.mark.parametrize("line", NOT_POSITIVE.values(), ids=NOT_POSITIVE.keys())
+def test_batch_answers_not_positive_or_misordered_times_at_any_magnitude_with_invalid_expiry(batch, line):
+    assert_error_reply(batch(line)[0], "invalid_expiry")
+
+
+def test_batch_signs_expiry_up_to_year_9999_without_a_maximum(batch):
+    for line in (job(expires_at=253402300799), job(expires_at=DROP, expires_in=10**11)):
+        reply = batch(line)[0]
+        assert reply.get("ok") is True, f"extreme but valid expiry refused: {reply}"
 
 
 def test_batch_answers_lower_case_hash_with_unsupported_hash(batch):

@@ -163,3 +163,32 @@ def test_expiry_rounding_never_breaks_a_prefix_lifetime_rule(redis_server, worke
     for _ in range(3):
         reply = answer(r, ns, url=f"{CLOUDFRONT_HOST}/media/v.mp4", expires_in=3600)
         assert reply["ok"] is True, reply
+
+
+TRAVERSALS = ["/invoices/../secret.pdf", "/invoices/%2e%2e/secret.pdf", "/invoices/..%2fsecret.pdf",
+              "/invoices/a/../../x", "/invoices/../media/v.mp4"]
+
+
+def test_dot_segments_and_encoded_slashes_never_pass_the_path_rules(redis_server, workers, test_keys):
+    """Attack 3 (issue 13): the policy judged the raw path, so these were signed for /invoices/."""
+    r, ns = start(redis_server, workers, test_keys, POLICY)
+    for path in TRAVERSALS:
+        for fields in ({"url": CLOUDFRONT_HOST + path},
+                       {"url": CLOUDFRONT_HOST + path, "resource": CLOUDFRONT_HOST + "/invoices/*"}):
+            reply = answer(r, ns, expires_in=600, **fields)
+            assert reply["ok"] is False, f"attack 3: {fields} was signed under allowed_path_prefixes=/invoices/"
+            code = "policy_denied" if "%2f" in path else "invalid_url"
+            assert reply["error"]["code"] == code, f"attack 3: {fields} got {reply['error']}"
+    reply = answer(r, ns, url=f"{CLOUDFRONT_HOST}/invoices/1.pdf", resource=f"{CLOUDFRONT_HOST}/invoices/..*", expires_in=600)
+    assert reply["error"]["code"] == "invalid_url", f"attack 3: a wildcard completing a '..' was not refused: {reply}"
+
+
+def test_expiry_rounding_never_lifts_a_job_past_a_prefix_rule_its_resource_reaches(redis_server, workers, test_keys):
+    """Attack 6 (issue 13): rounding was capped by the URL's own rule only, so a wildcard resource
+    reaching /media/ (1h) was rounded past it and refused, depending on the clock."""
+    env = {"CFSIGN_PREFIX_MAX_LIFETIMES": "/media/=1h", "CFSIGN_EXPIRY_ROUNDING": "10m"}
+    r, ns = start(redis_server, workers, test_keys, env)
+    for _ in range(3):
+        reply = answer(r, ns, url=f"{CLOUDFRONT_HOST}/m/v.mp4", resource=f"{CLOUDFRONT_HOST}/m*", expires_in=3590)
+        assert reply["ok"] is True, f"attack 6: rounding pushed the job past /media/=1h: {reply}"
+        assert reply["expires_at"] - time.time() <= 3600 + 2, f"attack 6: signed for longer than /media/=1h: {reply}"
