@@ -63,12 +63,3 @@ public enum ReplyCheck {
         return nil
     }
 }
-
-extension Int64 {
-    /// `self + other`, clamped to the representable range instead of trapping.
-    @inlinable public func addingSaturating(_ other: Int64) -> Int64 {
-        let (sum, overflow) = addingReportingOverflow(other)
-        if !overflow { return sum }
-        return other > 0 ? .max : .min
-    }
-}

@@ -86,10 +86,7 @@ public struct SigningRules: Sendable, Equatable {
     }
 
     /// Seconds from `now` to `expiresAt`, saturated instead of trapping.
-    static func lifetime(_ expiresAt: Int64, now: Int64) -> Int64 {
-        let (d, overflow) = expiresAt.subtractingReportingOverflow(now)
-        return overflow ? (expiresAt > now ? .max : .min) : d
-    }
+    static func lifetime(_ expiresAt: Int64, now: Int64) -> Int64 { expiresAt.subtractingSaturating(now) }
 
     /// The prefix lifetime rule for a path (the longest matching prefix), if any.
     public func lifetimeLimit(forPath path: String) -> (prefix: String, seconds: Int64)? {

@@ -75,7 +75,7 @@ struct Verify: ParsableCommand {
             }
             try LinkVerifier(keys: keys, anyID: any).verify(request, now: now, viewerIP: viewer)
             let p = request.policy
-            var summary = "CloudFront would accept: key \(request.keyPairID), \(p.kind.rawValue) policy, \(request.hash.rawValue), valid until \(Timestamps.iso8601(p.expiresAt)) (\(Durations.describe(p.expiresAt - now)) left)"
+            var summary = "CloudFront would accept: key \(request.keyPairID), \(p.kind.rawValue) policy, \(request.hash.rawValue), valid until \(Timestamps.iso8601(p.expiresAt)) (\(Durations.describe(p.expiresAt.subtractingSaturating(now))) left)"
             if let s = p.startsAt { summary += ", from \(Timestamps.iso8601(s))" }
             if let r = p.ip { summary += ", viewers in \(r)" }
             if p.kind == .custom { summary += ", resource \(p.resource)" }
