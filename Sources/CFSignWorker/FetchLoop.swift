@@ -149,7 +149,8 @@ final class TakeLoop {
         let reply = try connection.evaluate(
             Scripts.take, keys: [jobsKey, inflightKey, workersKey, deadKey, recoveriesKey],
             arguments: [Array(String(count).utf8), workerID, Array(String(JobParser.maximumSize).utf8),
-                        Array(String(configuration.deadListLength).utf8), afterBlockingMove ? [0x31] : [0x30]])
+                        Array(String(configuration.deadListLength).utf8), afterBlockingMove ? [0x31] : [0x30],
+                        Array(String(Scripts.takeByteBudget).utf8)])
         var batch = TakenBatch()
         if let e = reply.errorMessage { keeper.serverError(e, doing: "taking jobs"); return batch }
         for element in reply.array ?? [] {

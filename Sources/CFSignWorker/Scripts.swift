@@ -73,9 +73,12 @@ enum Scripts {
 
         """
 
-    /// take(jobs, inflight, workers, dead, recoveries; n, id, max_bytes, dead_max, after_blmove):
-    /// move up to n jobs from the queue's right end into the in-flight list, atomically, so a
-    /// crash between pop and push cannot lose a job. Bounded by bytes as well as by count:
+    /// take(jobs, inflight, workers, dead, recoveries; n, id, max_bytes, dead_max, after_blmove,
+    /// budget): move up to n jobs from the queue's right end into the in-flight list, atomically,
+    /// so a crash between pop and push cannot lose a job. Bounded by bytes as well as by count:
+    /// - it stops once it has popped `budget` bytes (`takeByteBudget`), so one call never copies
+    ///   more than that plus one element into Lua, however large the jobs producers push: Redis
+    ///   stays responsive for every other client (a count alone let 1000 jobs of 1 MiB stall it);
     /// - a job over `max_bytes` never reaches the worker: it goes to `{NS}:dead` here, and the
     ///   worker gets only `{length, excerpt}` (to count and audit it);
     /// - with `after_blmove` = 1, the in-flight list's head is the job BLMOVE just delivered
@@ -106,21 +109,19 @@ enum Scripts {
             return result
           end
         end
-        if n >= 1 then
-          local items = redis.call('RPOP', KEYS[1], n)
-          if items then
-            for i, item in ipairs(items) do
-              if #item > limit then
-                oversized(item)
-              elseif suspect(item) then
-                local from = i
-                if #taken == 0 and not afterBlmove then taken[1] = item; from = i + 1 end
-                for j = #items, from, -1 do redis.call('RPUSH', KEYS[1], items[j]) end
-                break
-              else
-                taken[#taken + 1] = item
-              end
-            end
+        local budget = tonumber(ARGV[6])
+        while n >= 1 and budget > 0 do
+          local item = redis.call('RPOP', KEYS[1])
+          if not item then break end
+          n = n - 1
+          budget = budget - #item
+          if #item > limit then
+            oversized(item)
+          elseif suspect(item) then
+            if #taken == 0 and not afterBlmove then taken[1] = item else redis.call('RPUSH', KEYS[1], item) end
+            break
+          else
+            taken[#taken + 1] = item
           end
         end
         if #taken > 0 then
@@ -189,6 +190,10 @@ enum Scripts {
         redis.call('SREM', KEYS[1], ARGV[1])
         return {moved, poisoned}
         """)
+
+    /// Bytes one take call pops at most (plus one element): 64 ordinary jobs are a few KiB, so this
+    /// only bites when producers push huge jobs, which are then dead-lettered a few per call.
+    static let takeByteBudget = 4 << 20
 
     /// Seconds `{NS}:recoveries` outlives the last recovery: counts of jobs that were never
     /// answered (e.g. deleted by an operator) do not stay forever.
