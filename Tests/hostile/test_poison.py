@@ -17,7 +17,6 @@ from __future__ import annotations
 import signal
 import time
 
-
 from cfsign_support import dead_entries, job, push, wait_until
 
 from .hostile_support import assert_still_the_same_worker, sign_good_job, start_worker

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+import redis
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -20,7 +21,9 @@ from cfsign_support import (
     encode,
     heartbeat,
     job,
+    make_redis,
     push,
+    store_keygroup,
     wait_until,
 )
 
@@ -176,3 +179,34 @@ def test_no_key_material_reaches_replies_dead_entries_audit_heartbeat_log_or_met
     leaked = [f for f in fragments if f in written]
     assert "PRIVATE KEY" not in written, "attack: collect everything a worker writes; a PEM header is in it"
     assert not leaked, f"attack: collect everything a worker writes; {len(leaked)} fragments of the key's base64 body are in it"
+
+
+def test_filling_the_queue_is_refused_by_redis_and_loses_nothing(tmp_path, workers, ns, test_keys):
+    """A producer can fill the queue, no more: under `maxmemory-policy noeviction` (ops/redis) Redis
+    refuses its pushes once full, evicts nothing, and a worker started on the full Redis still
+    takes and answers every job that was accepted (its scripts pop before they push)."""
+    attack = "fill Redis with jobs until it refuses them"
+    server = make_redis(tmp_path / "redis-small", extra_args=["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"])
+    try:
+        r = server.client()
+        store_keygroup(r, ns, [test_keys["ec"]])
+        accepted, refused, n = 0, None, 0
+        while refused is None and n < 100_000:
+            chunk = [job(ns, f"fill-{n + i}", reply="fill", url=f"{CLOUDFRONT_HOST}/invoices/{n + i}.pdf", pad="p" * 900)
+                     for i in range(100)]
+            try:
+                push(r, ns, chunk)
+                accepted += len(chunk)
+            except redis.ResponseError as e:
+                refused = str(e)
+            n += 100
+        assert refused and "maxmemory" in refused, f"attack: {attack}; Redis never refused a push ({accepted} accepted)"
+        assert r.llen(f"{{{ns}}}:jobs") == accepted, f"attack: {attack}; accepted jobs went missing (evicted?)"
+
+        worker = workers.start(server, ns, env={"CFSIGN_AUDIT": "off"})
+        replies = collect_ids(r, f"{{{ns}}}:reply:fill", {f"fill-{i}" for i in range(accepted)}, DEADLINE * 2)
+        signed = {x["id"] for x in replies if x.get("ok")}
+        assert len(signed) == accepted, f"attack: {attack}; {accepted - len(signed)} of {accepted} accepted jobs not answered"
+        assert_still_the_same_worker(r, ns, worker, attack)
+    finally:
+        server.stop()
