@@ -142,14 +142,17 @@ class RedisServer:
     """One redis-server on a free 127.0.0.1 port with its own data folder; stopped by pid.
 
     No persistence unless `appendonly` (then fsync on every write, so it can be restarted without
-    losing a job). `extra_args` are appended last, so they override anything above them."""
+    losing a job); `appendonly=None` leaves it to `config`, a redis.conf read first. `extra_args`
+    come last, so they override anything before them."""
 
-    def __init__(self, directory: Path, appendonly: bool = False, extra_args: list[str] | None = None):
+    def __init__(self, directory: Path, appendonly: bool | None = False, extra_args: list[str] | None = None,
+                 config: Path | str | None = None):
         self.extra_args = list(extra_args or [])
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.appendonly = appendonly
+        self.config = config
         self.proc: subprocess.Popen | None = None
         self.log_path = directory / "redis-server.log"
         self._log = None
@@ -161,11 +164,12 @@ class RedisServer:
     def start(self, timeout: float = 10) -> "RedisServer":
         import redis  # only suites that start Redis need the client library
 
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", str(self.directory), "--daemonize", "no"]
+        args = ["redis-server"] + ([str(self.config)] if self.config is not None else [])
+        args += ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.directory),
+                 "--daemonize", "no", "--logfile", ""]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
-        else:
+        elif self.appendonly is not None:
             args += ["--appendonly", "no"]
         args += self.extra_args
         self._log = open(self.log_path, "ab")
@@ -180,8 +184,11 @@ class RedisServer:
             try:
                 if redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1).ping():
                     return self
-            except redis.RedisError:
-                pass
+            except redis.AuthenticationError:
+                return self  # up, with the default user off (an ACL file): the caller logs in
+            except redis.RedisError as e:
+                if "NOAUTH" in str(e) or "NOPERM" in str(e):
+                    return self
             if time.monotonic() >= deadline:
                 pytest.fail(f"redis-server on port {self.port} did not answer PING within {timeout} s")
             time.sleep(0.02)

@@ -58,7 +58,7 @@ def test_a_reply_to_outside_the_reply_lists_is_dead_lettered_and_nothing_else_is
         for i, t in enumerate(targets):
             assert any(f'"rt-{i}"' in e["job"] for e in dead), f"attack: reply_to={t!r}; job not on the dead list"
         # What the worker wrote: only its own bookkeeping and the dead list; no reply anywhere.
-        allowed = {f"{{{ns}}}:{k}" for k in ("jobs", "dead", "workers", "audit", f"inflight:{w}", f"worker:{w}")}
+        allowed = {f"{{{ns}}}:{k}" for k in ("jobs", "dead", "workers", "audit", "recoveries", f"inflight:{w}", f"worker:{w}")}
         for event, raw_key in events.snapshot():
             key = raw_key.decode(errors="replace")
             assert key in allowed, f"attack: a foreign reply_to; the worker wrote {event} to {key!r}"
