@@ -7,6 +7,8 @@ element a producer can write at all (`proto-max-bulk-len 1mb`)."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import pytest
 import redis
@@ -18,6 +20,49 @@ from .hostile_support import DEADLINE, assert_still_the_same_worker, sign_good_j
 MiB = 1024 * 1024
 PEAK_RSS_LIMIT = 100 * 1000 * 1000  # 100 MB
 SHIPPED_REDIS_CONF = REPO_ROOT / "ops" / "redis" / "redis.conf"
+
+
+class Stalls:
+    """Pings Redis every 20 ms from its own connection while active: the longest a PING waited and
+    how many BUSY answers (a script running past lua-time-limit) it got, i.e. how long the attack
+    stalled Redis for every other client of the fleet."""
+
+    def __init__(self, server):
+        self.client = server.client(socket_timeout=60)
+        self.longest = 0.0
+        self.busy = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                self.client.ping()
+            except redis.ResponseError as e:
+                self.busy += str(e).startswith("BUSY")
+            except redis.RedisError:
+                pass
+            self.longest = max(self.longest, time.monotonic() - t0)
+            time.sleep(0.02)
+
+    def stop(self) -> "Stalls":
+        self._stop.set()
+        self._thread.join(timeout=70)
+        return self
+
+
+def not_busy(predicate):
+    """`predicate`, with Redis's BUSY answer (a long script) counted as "not yet"."""
+    def check():
+        try:
+            return predicate()
+        except redis.ResponseError as e:
+            if str(e).startswith("BUSY"):
+                return None
+            raise
+    return check
 
 
 def big_job(ns: str, i: int, size: int = 2 * MiB) -> bytes:
@@ -44,7 +89,7 @@ def test_64_jobs_of_2_mib_are_dead_lettered_without_growing_the_worker(roomy_red
     r, worker = start_worker(roomy_redis, workers, ns, test_keys, env={"CFSIGN_DEAD_LIST_LENGTH": "1000"})
     r = roomy_redis.client(socket_timeout=30)
 
-    wait_until(lambda: r.llen(f"{{{ns}}}:dead") >= 64 or not worker.alive(), DEADLINE,
+    wait_until(not_busy(lambda: r.llen(f"{{{ns}}}:dead") >= 64 or not worker.alive()), DEADLINE * 2,
                what=f"attack: {attack}; all 64 on the dead list")
     assert worker.alive(), f"attack: {attack}; worker died with {worker.exit()}"
     sign_good_job(r, ns, worker, attack)
@@ -84,5 +129,30 @@ def test_the_shipped_redis_settings_refuse_a_2_mib_push(tmp_path, ns):
         # A job of the contract's largest size still goes through.
         fresh.lpush(f"{{{ns}}}:jobs", big_job(ns, 1, size=64 * 1024))
         assert fresh.llen(f"{{{ns}}}:jobs") == 1
+    finally:
+        server.stop()
+
+
+def test_the_largest_jobs_the_shipped_settings_allow_do_not_stall_redis(tmp_path, workers, ns, test_keys):
+    """Dead-lettering inside Redis must not trade the worker's memory for Redis's time: 64 jobs of
+    just under 1 MiB (the most `proto-max-bulk-len 1mb` lets a producer write) are moved to the
+    dead list while every other client of Redis still gets answers (no BUSY, no stall of a second)."""
+    attack = "64 jobs of 1 MiB (the largest the shipped proto-max-bulk-len allows)"
+    server = make_redis(tmp_path / "redis-shipped", extra_args=["--proto-max-bulk-len", "1mb"])
+    try:
+        r = server.client(socket_timeout=60)
+        push(r, ns, (big_job(ns, i, size=MiB - 64) for i in range(64)), chunk=8)
+        stalls = Stalls(server)
+        try:
+            _, worker = start_worker(server, workers, ns, test_keys, env={"CFSIGN_DEAD_LIST_LENGTH": "1000"})
+            wait_until(not_busy(lambda: r.llen(f"{{{ns}}}:dead") >= 64 or not worker.alive()), DEADLINE * 2,
+                       what=f"attack: {attack}; all 64 on the dead list")
+        finally:
+            stalls.stop()
+        assert worker.alive(), f"attack: {attack}; worker died with {worker.exit()}"
+        assert stalls.busy == 0 and stalls.longest < 1.0, (
+            f"attack: {attack}; Redis stalled {stalls.longest:.1f} s for every other client "
+            f"({stalls.busy} BUSY answers: one script ran past lua-time-limit) while the worker took them")
+        sign_good_job(r, ns, worker, attack)
     finally:
         server.stop()
