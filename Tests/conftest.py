@@ -1,13 +1,21 @@
-"""Fixtures every Python suite shares (interop, system, ops, edge, ha)."""
+"""Fixtures every Python suite shares (interop, system, ops, edge, ha, hostile); the shared helpers
+themselves are in cfsign_support.py."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Every suite imports the shared helpers as `cfsign_support` (Tests/cfsign_support.py), however
+# pytest was started (scripts/test, one suite, one file).
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
 DEFAULT_BIN = REPO_ROOT / ".build" / "debug" / "cfsign"
 
 

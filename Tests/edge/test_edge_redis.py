@@ -11,27 +11,19 @@ from pathlib import Path
 import pytest
 import requests
 
-from .edge_support import clean_environment, free_port, run_cfsign, sign, stop, wait_until
+from cfsign_support import free_port, make_redis
+
+from .edge_support import clean_environment, run_cfsign, sign, wait_until
 
 
 @pytest.fixture
 def redis_url(tmp_path: Path):
     """A fresh redis-server on a free loopback port (no persistence), stopped by pid."""
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    server = make_redis(tmp_path / "redis")
     try:
-        def up():
-            if proc.poll() is not None:
-                pytest.fail("redis-server exited at start")
-            r = subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True, text=True)
-            return r.stdout.strip() == "PONG"
-
-        wait_until(up, timeout=10, interval=0.05, what="redis-server to start")
-        yield f"redis://127.0.0.1:{port}"
+        yield server.url
     finally:
-        stop(proc)
+        server.stop()
 
 
 def keygroup(cfsign_bin, redis_url: str, ns: str, *args: str) -> str:

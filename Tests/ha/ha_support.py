@@ -22,6 +22,9 @@ from typing import Any, Callable, Iterable
 import pytest
 import redis
 
+from cfsign_support import free_port  # noqa: F401  (re-exported for the suite's tests)
+from cfsign_support import wait_until as _wait_until
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / ".build" / "debug" / "cfsign"
 
@@ -38,25 +41,10 @@ FAST_TIMING = {
 CLOUDFRONT_HOST = "https://d111111abcdef8.cloudfront.net"
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
-    """Polls `predicate` until it returns something truthy (returned) or `timeout` seconds pass (fails)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (redis.RedisError, OSError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "condition", interval: float = 0.05) -> Any:
+    """cfsign_support.wait_until, with Redis and socket errors counted as "not yet" (nodes of a
+    failover or a cluster come and go while this suite waits)."""
+    return _wait_until(predicate, timeout, what=what, interval=interval, ignore=(redis.RedisError, OSError))
 
 
 def free_ports(n: int) -> list[int]:
@@ -215,7 +203,7 @@ class Cluster:
                     return False
             return True
 
-        wait_until(ready, 20, 0.1, "cluster_state:ok on every node")
+        wait_until(ready, 20, interval=0.1, what="cluster_state:ok on every node")
 
     @staticmethod
     def _start_node(procs: Processes, folder: Path) -> RedisNode:

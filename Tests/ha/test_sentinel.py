@@ -58,7 +58,7 @@ class SentinelSetup:
             return True
 
         # Sentinels find the replica and each other through the master (hello messages every 2 s).
-        wait_until(discovered, 30, 0.2, "every sentinel to know the replica and the other two sentinels")
+        wait_until(discovered, 30, interval=0.2, what="every sentinel to know the replica and the other two sentinels")
         self.url = "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in sentinel_ports) + f"/{MASTER}"
         self.sentinel = Sentinel([("127.0.0.1", p) for p in sentinel_ports], socket_timeout=1, socket_connect_timeout=1)
 
@@ -80,7 +80,7 @@ class SentinelSetup:
             role = redis.Redis(port=port, socket_timeout=1).execute_command("ROLE")
             return port if role[0] == b"master" else None
 
-        return wait_until(promoted, timeout, 0.1, "the sentinels to promote the replica")
+        return wait_until(promoted, timeout, interval=0.1, what="the sentinels to promote the replica")
 
 
 @pytest.fixture

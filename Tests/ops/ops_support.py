@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
-import pytest
+
+from cfsign_support import RedisServer as SharedRedisServer
+from cfsign_support import clean_environment, free_port, http_get, stop_process, wait_until  # noqa: F401  (re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPS = REPO_ROOT / "ops"
@@ -35,54 +31,6 @@ FAST_TIMING = {
 }
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Polls `predicate` until it returns something truthy (returned), or fails after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without any CFSIGN_* variable, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CFSIGN_")}
-    env.update(extra or {})
-    return env
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 10) -> int:
-    """SIGTERM, wait up to `timeout` s, then SIGKILL. Returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    return proc.returncode
-
-
-def http_get(url: str, timeout: float = 2) -> tuple[int, str]:
-    """(status, body) of a GET; (0, error text) when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError) as e:
-        return 0, str(e)
-
-
 def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, env=env or clean_environment(),
                           stdin=subprocess.DEVNULL, timeout=timeout)
@@ -94,39 +42,25 @@ def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 30)
 
 @dataclass
 class RedisServer:
-    """One redis-server on a free loopback port, started by this suite and stopped by pid."""
+    """One redis-server on a free loopback port (the shared launcher, cfsign_support.RedisServer),
+    started by this suite and stopped by pid. `args` may start with a redis.conf path; the options
+    after it override it (port, address, folder and no snapshots are ours)."""
 
     folder: Path
     args: list[str] = field(default_factory=list)
     port: int = 0
     proc: subprocess.Popen | None = None
+    _server: SharedRedisServer | None = None
 
     def start(self) -> "RedisServer":
-        if shutil.which("redis-server") is None:
-            pytest.fail("redis-server is not installed; run scripts/setup")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        log = open(self.folder / "redis.log", "w")
-        # Options after the config file (if any) override it: port, address and folder are ours.
-        cmd = ["redis-server", *self.args, "--port", str(self.port), "--bind", "127.0.0.1",
-               "--dir", str(self.folder), "--save", "", "--daemonize", "no", "--logfile", ""]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                pytest.fail(f"redis-server exited at start: {self.log()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return True
-            except OSError:
-                return False
-
-        wait_until(up, 10, "redis-server to listen")
+        config = self.args[0] if self.args and not self.args[0].startswith("--") else None
+        extra = self.args[1:] if config is not None else list(self.args)
+        self._server = SharedRedisServer(self.folder, appendonly=None, extra_args=extra, config=config).start()
+        self.port, self.proc = self._server.port, self._server.proc
         return self
 
     def log(self) -> str:
-        return (self.folder / "redis.log").read_text(errors="replace")
+        return self._server.log() if self._server else ""
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         if user is None:
@@ -134,12 +68,8 @@ class RedisServer:
         return f"redis://{user}:{password}@127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-
-
-# ---------------------------------------------------------------------------------------------
-# cfsign worker
+        if self._server is not None:
+            self._server.stop()
 
 
 @dataclass
