@@ -138,7 +138,7 @@ def test_the_largest_jobs_the_shipped_settings_allow_do_not_stall_redis(tmp_path
     pushes 300 jobs of just under 1 MiB (the most `proto-max-bulk-len 1mb` lets it write) to a
     worker with `batch_size = 1000` (the largest allowed): they are moved to the dead list while
     every other client of Redis still gets answers: no BUSY (one script past lua-time-limit, 5 s,
-    refuses every client) and no stall of half a second. A take script that pops by count alone copies
+    refuses every client) and no stall of a second. A take script that pops by count alone copies
     300 MiB into one Lua call; one that stops at a byte budget stays in milliseconds."""
     attack = "300 jobs of 1 MiB (the largest the shipped proto-max-bulk-len allows), batch_size 1000"
     server = make_redis(tmp_path / "redis-shipped", extra_args=["--proto-max-bulk-len", "1mb"])
@@ -154,7 +154,7 @@ def test_the_largest_jobs_the_shipped_settings_allow_do_not_stall_redis(tmp_path
         finally:
             stalls.stop()
         assert worker.alive(), f"attack: {attack}; worker died with {worker.exit()}"
-        assert stalls.busy == 0 and stalls.longest < 0.5, (
+        assert stalls.busy == 0 and stalls.longest < 1.0, (
             f"attack: {attack}; Redis stalled {stalls.longest:.1f} s for every other client "
             f"({stalls.busy} BUSY answers) while the worker took them")
         sign_good_job(r, ns, worker, attack)
