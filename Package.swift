@@ -83,6 +83,7 @@ let package = Package(
             dependencies: [
                 "CFSignSync", "CFSignCore", "CFSignRedis",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(
@@ -110,8 +111,11 @@ let package = Package(
             dependencies: ["CFSignRedis", "CFSignTestSupport"]
         ),
         .testTarget(
-            name: "CFSignWorkerTests",
-            dependencies: ["CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignTestSupport"]
+            name: "CFSignClientTests",
+            dependencies: [
+                "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignTestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -14,10 +14,13 @@ import Synchronization
 /// print(link.url!)
 /// ```
 ///
-/// One client owns one reply list (`{NS}:reply:<client id>`) and one background thread that waits
-/// on it; replies are matched by job `id`, so a duplicate answer (after a worker crash, delivery is
-/// at least once) is dropped. Share one client across your app: it is `Sendable` and every method
-/// may be called concurrently. Call `close()` when done.
+/// All Redis I/O runs on the client's own two threads, never on the caller's: callers suspend until
+/// their reply (or timeout, or cancellation). Calls made while the push thread is busy are
+/// coalesced into one LPUSH (auto-pipelining), so throughput grows with concurrency. One client
+/// owns one reply list (`{NS}:reply:<client id>`); replies are matched by job `id` and checked
+/// against the request (`ReplyCheck`), so a duplicate (delivery is at least once) or an injected
+/// reply is dropped. Share one client across your app: it is `Sendable`. Call `close()` when done,
+/// or run `CFSignClientService` in your app's ServiceGroup.
 public final class CFSignClient: Sendable {
     public struct Configuration: Sendable {
         /// Where the fleet's Redis is.
@@ -35,7 +38,7 @@ public final class CFSignClient: Sendable {
         /// checked against their request (`ReplyCheck`), and an `expires_in` link may expire this
         /// much later than asked.
         public var expiryRounding: Int64
-        /// Where dropped replies are reported.
+        /// Where dropped replies and Redis trouble are reported.
         public var logger: Logger
 
         public init(redis: RedisURL = .default, namespace: Namespace = .default, clientID: String? = nil,
@@ -54,11 +57,15 @@ public final class CFSignClient: Sendable {
 
     public let configuration: Configuration
     private let replyKey: String
-    private let pusher: Locked<Pusher>
-    private let waiters = Locked<Waiters>(Waiters())
-    private let wake = DispatchSemaphore(value: 0)
+    private let calls = Locked<Calls>(Calls())
+    /// Signalled when jobs are queued (push thread) and when the first call starts waiting (reply thread).
+    private let pushWake = DispatchSemaphore(value: 0)
+    private let replyWake = DispatchSemaphore(value: 0)
     private let closed = Atomic<Bool>(false)
     private let counter = Atomic<Int>(0)
+
+    /// Jobs pushed in one LPUSH at most (a burst larger than this goes out in several).
+    static let maximumPushBatch = 1000
 
     /// Opens a client; connects once to fail early on a bad URL or unreachable Redis.
     public init(configuration: Configuration) throws(CFSignClientError) {
@@ -70,18 +77,22 @@ public final class CFSignClient: Sendable {
         self.replyKey = configuration.namespace.reply(configuration.clientID)
         do {
             var route = RedisRoute(url: configuration.redis)
-            let c = try route.connect(connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
-            self.pusher = Locked(Pusher(connection: c, route: route))
+            _ = try route.connect(connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
         } catch {
             throw .redis(error.message)
         }
-        // The thread holds the client weakly, so a client the app drops is closed by `deinit`.
-        let (wake, configuration, replyKey) = (self.wake, self.configuration, self.replyKey)
-        let thread = Thread { [weak self] in
-            CFSignClient.readReplies(client: { self }, wake: wake, configuration: configuration, replyKey: replyKey)
+        // The threads hold the client weakly, so a client the app drops is closed by `deinit`.
+        let (pushWake, replyWake, configuration, replyKey) = (self.pushWake, self.replyWake, self.configuration, self.replyKey)
+        let pusher = Thread { [weak self] in
+            CFSignClient.pushJobs(client: { self }, wake: pushWake, configuration: configuration)
         }
-        thread.name = "cfsign-client-replies"
-        thread.start()
+        pusher.name = "cfsign-client-push"
+        pusher.start()
+        let reader = Thread { [weak self] in
+            CFSignClient.readReplies(client: { self }, wake: replyWake, configuration: configuration, replyKey: replyKey)
+        }
+        reader.name = "cfsign-client-replies"
+        reader.start()
     }
 
     /// Opens a client from a Redis URL text and a namespace name.
@@ -93,18 +104,30 @@ public final class CFSignClient: Sendable {
         try self.init(configuration: Configuration(redis: url, namespace: ns))
     }
 
-    /// Stops the reply thread; calls still waiting fail with `.closed`.
+    /// Stops both threads; calls still waiting fail with `.closed`, queued jobs are not pushed.
     public func close() {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        wake.signal()
-        let pending = waiters.withLock { w in
-            defer { w.byID.removeAll() }
-            return Array(w.byID.values)
+        let pending = calls.withLock { c in
+            defer { c.byID.removeAll(); c.queue.removeAll() }
+            return Array(c.byID.values)
         }
-        for p in pending { p.finish(.failure(.closed)) }
+        pushWake.signal()
+        replyWake.signal()
+        for p in pending { p.pending.resolve(.failure(.closed)) }
     }
 
     deinit { close() }
+
+    /// Calls still waiting for a reply (queued, pushed, or waiting for a worker).
+    public var waitingCalls: Int { calls.withLock { $0.byID.count } }
+
+    /// Waits until no call is waiting any more, or `timeout` passes (graceful shutdown).
+    public func drain(timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        while waitingCalls > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
 
     static func randomClientID() -> String {
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
@@ -136,105 +159,177 @@ public final class CFSignClient: Sendable {
         try await sign([request], timeout: timeout)[0].get()
     }
 
-    /// Many requests: enqueued in one round trip (one LPUSH), replies collected as they come.
-    /// Results are in request order; each fails or succeeds on its own.
+    /// Many requests, queued together (one LPUSH unless other calls join it); results in request
+    /// order, each failing or succeeding on its own. A cancelled task stops waiting at once
+    /// (`.cancelled`), and its jobs that are not pushed yet are not pushed.
     public func sign(_ requests: [SignRequest], timeout: Duration? = nil) async -> [Result<SignedReply, CFSignClientError>] {
         if requests.isEmpty { return [] }
         if closed.load(ordering: .acquiring) { return requests.map { _ in .failure(.closed) } }
+        if Task.isCancelled { return requests.map { _ in .failure(.cancelled) } }
         let limit = timeout ?? configuration.defaultTimeout
-        let deadline = ContinuousClock.now + limit
-        let ids = requests.map { _ in configuration.clientID + "-" + String(counter.add(1, ordering: .relaxed).newValue) }
         let askedAt = Int64(Date().timeIntervalSince1970)
-        let jobs = zip(ids, requests).map { id, r in r.jobJSON(id: id, replyTo: replyKey) }
-        return await withTaskGroup(of: (Int, Result<SignedReply, CFSignClientError>).self) { group in
-            for (i, (id, request)) in zip(ids, requests).enumerated() {
-                // Register every waiter before pushing, so no reply can arrive unclaimed.
-                let stream = AsyncStream<Result<SignedReply, CFSignClientError>>.makeStream()
-                let waiter = Waiter(continuation: stream.continuation, deadline: deadline, seconds: limit, request: request.request, askedAt: askedAt)
-                // `closed` is checked under the lock close() takes after setting it: a call racing
-                // close() either sees the flag here or has its waiter failed by close(); never both
-                // missed (the reply thread is gone after close, so a missed waiter would wait forever).
-                let registered = waiters.withLock { w -> Bool in
-                    if closed.load(ordering: .acquiring) { return false }
-                    w.byID[id] = waiter
-                    return true
-                }
-                if !registered { waiter.finish(.failure(.closed)) }
-                group.addTask { (i, await stream.stream.first(where: { _ in true }) ?? .failure(.closed)) }
+        let calls = requests.map { request in
+            Call(id: configuration.clientID + "-" + String(counter.add(1, ordering: .relaxed).newValue),
+                 request: request.request, askedAt: askedAt, seconds: limit)
+        }
+        // Registered and queued under the lock that close() takes after setting `closed`: a call
+        // racing close() either sees the flag here or is failed by close(), never neither.
+        let registered = self.calls.withLock { c -> Bool in
+            if closed.load(ordering: .acquiring) { return false }
+            for (call, request) in zip(calls, requests) {
+                c.byID[call.id] = call
+                c.queue.append((call.id, request.jobJSON(id: call.id, replyTo: replyKey)))
             }
-            if let error = push(jobs) {
-                let failed = waiters.withLock { w in ids.compactMap { w.byID.removeValue(forKey: $0) } }
-                for f in failed { f.finish(.failure(error)) }
-            } else {
-                wake.signal()
-            }
-            var results = [Result<SignedReply, CFSignClientError>?](repeating: nil, count: requests.count)
-            for await (i, r) in group { results[i] = r }
-            return results.map { $0! }
+            return true
+        }
+        if !registered { return requests.map { _ in .failure(.closed) } }
+        pushWake.signal()
+        replyWake.signal()
+        let nanoseconds = limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(clamping: nanoseconds))) { [weak self] in
+            self?.expire(calls.map(\.id))
+        }
+        return await withTaskCancellationHandler {
+            var results: [Result<SignedReply, CFSignClientError>] = []
+            results.reserveCapacity(calls.count)
+            for call in calls { results.append(await call.pending.value()) }
+            return results
+        } onCancel: {
+            self.finish(calls.map(\.id), with: .cancelled)
         }
     }
 
-    /// The pushing connection and where it goes (a cluster's `MOVED` is remembered).
-    private struct Pusher {
-        var connection: RedisConnection?
-        var route: RedisRoute
-    }
+    // MARK: Calls
 
-    /// LPUSH all jobs in one command; one reconnect attempt if the connection was lost, and a
-    /// `MOVED` reply (Redis Cluster) followed to the node it names.
-    private func push(_ jobs: [[UInt8]]) -> CFSignClientError? {
-        let args = [Array("LPUSH".utf8), Array(configuration.namespace.jobs.utf8)] + jobs
-        return pusher.withLock { p -> CFSignClientError? in
-            var losses = 0, moves = 0
-            while true {
-                do throws(RedisError) {
-                    if p.connection == nil || p.connection!.isBroken {
-                        p.connection = try p.route.connect(connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
-                    }
-                    let reply = try p.connection!.command(bytes: args)
-                    if let e = reply.errorMessage { return .redis("Redis refused LPUSH: \(e)") }
-                    return nil
-                } catch {
-                    p.connection = nil
-                    if p.route.note(error) { moves += 1 } else { losses += 1 }
-                    if losses >= 2 || moves > 3 { return .redis(error.message) }
-                }
-            }
-        }
-    }
-
-    // MARK: Replies
-
-    private struct Waiter {
-        let continuation: AsyncStream<Result<SignedReply, CFSignClientError>>.Continuation
-        let deadline: ContinuousClock.Instant
-        let seconds: Duration
-        /// What was asked, so a reply is checked against it before it is returned.
+    /// One waiting call: what was asked (to check the reply against), and where its result goes.
+    private struct Call: Sendable {
+        let id: String
         let request: SigningRequest
         let askedAt: Int64
+        let seconds: Duration
+        let pending = Pending()
+    }
 
-        func finish(_ result: Result<SignedReply, CFSignClientError>) {
-            continuation.yield(result)
-            continuation.finish()
+    private struct Calls {
+        var byID: [String: Call] = [:]
+        /// Jobs not pushed yet, oldest first.
+        var queue: [(id: String, job: [UInt8])] = []
+        /// Ids pushed to Redis (so a timeout says "no worker answered", not "Redis unreachable").
+        var pushed: Set<String> = []
+        /// The last push error, for calls that time out before their job could be pushed.
+        var lastPushError: String?
+    }
+
+    /// Ends calls with `error` (timeout, cancellation); jobs not pushed yet are dropped.
+    private func finish(_ ids: [String], with error: CFSignClientError) {
+        let ended = calls.withLock { c -> [Call] in
+            let ended = ids.compactMap { c.byID.removeValue(forKey: $0) }
+            if !ended.isEmpty {
+                let gone = Set(ended.map(\.id))
+                c.queue.removeAll { gone.contains($0.id) }
+                c.pushed.subtract(gone)
+            }
+            return ended
+        }
+        for call in ended { call.pending.resolve(.failure(error)) }
+    }
+
+    /// At a batch's deadline: every call of it still waiting fails, with the reason that fits.
+    private func expire(_ ids: [String]) {
+        let (ended, lastError) = calls.withLock { c -> ([(Call, Bool)], String?) in
+            let ended = ids.compactMap { id in c.byID.removeValue(forKey: id).map { ($0, c.pushed.remove(id) != nil) } }
+            if !ended.isEmpty {
+                let gone = Set(ids)
+                c.queue.removeAll { gone.contains($0.id) }
+            }
+            return (ended, c.lastPushError)
+        }
+        for (call, pushed) in ended {
+            if pushed {
+                call.pending.resolve(.failure(.timeout(namespace: configuration.namespace.name, after: call.seconds)))
+            } else {
+                call.pending.resolve(.failure(.redis("the job could not be pushed within \(CFSignClientError.seconds(call.seconds)) s: \(lastError ?? "Redis did not answer")")))
+            }
         }
     }
 
-    private struct Waiters {
-        var byID: [String: Waiter] = [:]
+    // MARK: The push thread
+
+    /// Takes every queued job (up to one LPUSH's worth) whose call still waits, in order.
+    private func takeQueued() -> [(id: String, job: [UInt8])] {
+        calls.withLock { c in
+            let n = min(c.queue.count, Self.maximumPushBatch)
+            let batch = Array(c.queue.prefix(n))
+            c.queue.removeFirst(n)
+            return batch
+        }
     }
 
-    /// The reply thread: BLPOP the reply list while anyone waits; resolve waiters by id; expire the
-    /// ones past their deadline. Idle clients cost no Redis traffic.
+    /// Marks jobs pushed, or puts them back at the front of the queue after a failed push (a call
+    /// cancelled or timed out meanwhile is not put back).
+    private func pushed(_ batch: [(id: String, job: [UInt8])], error: String?) {
+        calls.withLock { c in
+            if let error {
+                c.lastPushError = error
+                c.queue.insert(contentsOf: batch.filter { c.byID[$0.id] != nil }, at: 0)
+            } else {
+                for item in batch where c.byID[item.id] != nil { c.pushed.insert(item.id) }
+            }
+        }
+    }
+
+    /// The push thread: whatever is queued when it is free goes out as one LPUSH. A lost
+    /// connection is re-opened with backoff, in the background; calls keep waiting until their own
+    /// deadline meanwhile, and a `MOVED` (Redis Cluster) is followed to the node it names.
+    private static func pushJobs(client: () -> CFSignClient?, wake: DispatchSemaphore, configuration: Configuration) {
+        var connection: RedisConnection?
+        var route = RedisRoute(url: configuration.redis)
+        var backoff = Backoff(initial: 0.05, maximum: 2)
+        let jobsKey = Array(configuration.namespace.jobs.utf8)
+        while true {
+            // The client is held only for a moment, never across a wait.
+            let batch: [(id: String, job: [UInt8])]
+            if let c = client(), !c.closed.load(ordering: .acquiring) { batch = c.takeQueued() } else { return }
+            if batch.isEmpty {
+                _ = wake.wait(timeout: .now() + 5)
+                continue
+            }
+            var failure: String?
+            do throws(RedisError) {
+                if connection == nil || connection!.isBroken {
+                    connection = try route.connect(connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
+                }
+                let reply = try connection!.command(bytes: [Array("LPUSH".utf8), jobsKey] + batch.map(\.job))
+                if let e = reply.errorMessage { failure = "Redis refused LPUSH: \(e)" }
+            } catch {
+                connection = nil
+                failure = error.message
+                if route.note(error) { backoff.reset() }
+            }
+            guard let c = client() else { return }
+            c.pushed(batch, error: failure)
+            if let failure {
+                let delay = backoff.next()
+                c.configuration.logger.warning("cannot push jobs; retrying in the background until each call's timeout", metadata: ["error": "\(failure)", "retry_in_s": "\(delay)"])
+                Thread.sleep(forTimeInterval: delay)
+            } else {
+                backoff.reset()
+            }
+        }
+    }
+
+    // MARK: The reply thread
+
+    /// The reply thread: BLPOP the reply list while anyone waits; resolve calls by id. Idle clients
+    /// cost no Redis traffic.
     private static func readReplies(client: () -> CFSignClient?, wake: DispatchSemaphore, configuration: Configuration, replyKey: String) {
         var connection: RedisConnection?
         var route = RedisRoute(url: configuration.redis)
         var backoff = Backoff(initial: 0.05, maximum: 2)
         while true {
-            // The client is held only for a moment, never across a blocking wait.
-            let next: ContinuousClock.Instant??
-            if let c = client(), !c.closed.load(ordering: .acquiring) { next = .some(c.expireOverdue()) } else { next = .none }
-            guard let nearestOrNil = next else { return }
-            guard let nearest = nearestOrNil else {
+            let waiting: Bool
+            if let c = client(), !c.closed.load(ordering: .acquiring) { waiting = c.waitingCalls > 0 } else { return }
+            guard waiting else {
                 _ = wake.wait(timeout: .now() + 5)
                 continue
             }
@@ -242,8 +337,7 @@ public final class CFSignClient: Sendable {
                 if connection == nil || connection!.isBroken {
                     connection = try route.connect(connectTimeout: configuration.connectTimeout, commandTimeout: configuration.commandTimeout)
                 }
-                let untilDeadline = max(0.01, Double((nearest - ContinuousClock.now).components.seconds) + Double((nearest - ContinuousClock.now).components.attoseconds) / 1e18)
-                let block = min(0.5, configuration.commandTimeout / 4, untilDeadline)
+                let block = min(0.5, configuration.commandTimeout / 4)
                 // Take everything already there in one go, else block briefly for the next one.
                 var replies = try connection!.command(["LPOP", replyKey, "1000"]).array?.compactMap(\.bytes) ?? []
                 if replies.isEmpty {
@@ -263,39 +357,54 @@ public final class CFSignClient: Sendable {
 
     private func deliver(_ raw: [UInt8]) {
         guard let parsed = try? SignedReply.parse(raw) else { return }
-        // No waiter: a duplicate (at-least-once delivery) or a reply after its timeout. Dropped.
-        guard let waiter = waiters.withLock({ $0.byID[parsed.id] }) else { return }
+        // No call: a duplicate (at-least-once delivery) or a reply after its timeout. Dropped.
+        guard let call = calls.withLock({ $0.byID[parsed.id] }) else { return }
         if case .success(let reply) = parsed.result,
            let reason = ReplyCheck.mismatch(url: reply.url, cookies: reply.cookies?.map { ($0.name, $0.value) }, expiresAt: reply.expiresAt,
-                                            keyID: reply.keyID, request: waiter.request, askedAt: waiter.askedAt,
+                                            keyID: reply.keyID, request: call.request, askedAt: call.askedAt,
                                             now: Int64(Date().timeIntervalSince1970), rounding: configuration.expiryRounding) {
             // Not the answer to what was asked (reply injection, or a worker whose expiry_rounding
             // exceeds Configuration.expiryRounding): dropped, and the call keeps waiting.
             configuration.logger.warning("dropped a reply that does not match its request", metadata: ["id": "\(parsed.id)", "reason": "\(reason)"])
             return
         }
-        if let w = waiters.withLock({ $0.byID.removeValue(forKey: parsed.id) }) { w.finish(parsed.result) }
+        let ended = calls.withLock { c -> Call? in
+            c.pushed.remove(parsed.id)
+            return c.byID.removeValue(forKey: parsed.id)
+        }
+        ended?.pending.resolve(parsed.result)
+    }
+}
+
+/// One call's result, set once by whichever thread gets there first (reply, timeout, cancellation,
+/// close), and awaited by the caller, before or after it is set.
+final class Pending: Sendable {
+    private enum State {
+        case waiting(CheckedContinuation<Result<SignedReply, CFSignClientError>, Never>?)
+        case done(Result<SignedReply, CFSignClientError>)
     }
 
-    /// Fails every waiter past its deadline; returns the nearest remaining deadline (nil: none waits).
-    private func expireOverdue() -> ContinuousClock.Instant? {
-        let now = ContinuousClock.now
-        let (overdue, nearest) = waiters.withLock { w -> ([Waiter], ContinuousClock.Instant?) in
-            var overdue: [Waiter] = []
-            var nearest: ContinuousClock.Instant?
-            for (id, waiter) in w.byID {
-                if waiter.deadline <= now {
-                    overdue.append(waiter)
-                    w.byID.removeValue(forKey: id)
-                } else if nearest == nil || waiter.deadline < nearest! {
-                    nearest = waiter.deadline
+    private let state = Locked<State>(.waiting(nil))
+
+    /// Sets the result; a second call does nothing.
+    func resolve(_ result: Result<SignedReply, CFSignClientError>) {
+        let continuation = state.withLock { s -> CheckedContinuation<Result<SignedReply, CFSignClientError>, Never>? in
+            guard case .waiting(let c) = s else { return nil }
+            s = .done(result)
+            return c
+        }
+        continuation?.resume(returning: result)
+    }
+
+    func value() async -> Result<SignedReply, CFSignClientError> {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { s -> Result<SignedReply, CFSignClientError>? in
+                switch s {
+                case .done(let r): return r
+                case .waiting: s = .waiting(continuation); return nil
                 }
             }
-            return (overdue, nearest)
+            if let ready { continuation.resume(returning: ready) }
         }
-        for w in overdue {
-            w.finish(.failure(.timeout(namespace: configuration.namespace.name, after: w.seconds)))
-        }
-        return nearest
     }
 }

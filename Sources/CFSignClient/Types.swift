@@ -13,6 +13,8 @@ public enum CFSignClientError: Error, Sendable, Equatable, CustomStringConvertib
     case invalidConfiguration(String)
     /// The client was closed while the call waited.
     case closed
+    /// The calling task was cancelled; a job not yet pushed was not pushed.
+    case cancelled
 
     /// The contract's error code, when the fleet (or the local checks) refused the job.
     public var code: ErrorCode? {
@@ -34,6 +36,7 @@ public enum CFSignClientError: Error, Sendable, Equatable, CustomStringConvertib
         case .redis(let m): return "Redis: \(m)"
         case .invalidConfiguration(let m): return m
         case .closed: return "the client was closed"
+        case .cancelled: return "the call was cancelled"
         }
     }
 
