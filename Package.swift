@@ -98,6 +98,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The producer half of scripts/bench-producer: many concurrent sign calls through one client.
+        .executableTarget(name: "cfsign-client-bench", dependencies: ["CFSignClient", "CFSignCore", "CFSignRedis"]),
         .testTarget(name: "CFSignCoreTests", dependencies: ["CFSignCore"]),
         .testTarget(name: "CFSignCryptoTests", dependencies: ["CFSignCore", "CFSignCrypto"]),
         // Real redis-server and cfsign worker processes for the Redis and worker tests.

@@ -17,6 +17,7 @@ let package = Package(
             name: "InvoiceLinks",
             dependencies: [
                 .product(name: "CFSignClient", package: "cfsign"),
+                .product(name: "CFSignCore", package: "cfsign"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),

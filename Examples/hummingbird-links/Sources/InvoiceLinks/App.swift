@@ -1,4 +1,5 @@
 import CFSignClient
+import CFSignCore
 import Foundation
 import Hummingbird
 import Logging
@@ -24,7 +25,7 @@ struct InvoiceLinks {
                 throw HTTPError(.badRequest, message: "an invoice id is 1-20 digits")
             }
             let link: SignedReply
-            do {
+            do throws(CFSignClientError) {
                 link = try await client.sign(url: "\(distribution)/invoices/\(id).pdf", expiresIn: 3600, timeout: .seconds(5))
             } catch {
                 // The fleet refused or did not answer: say so without leaking anything but the code.
