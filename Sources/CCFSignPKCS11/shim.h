@@ -1,0 +1,7 @@
+#ifndef CCFSIGN_PKCS11_SHIM_H
+#define CCFSIGN_PKCS11_SHIM_H
+/* The PKCS#11 (Cryptoki) types and constants, from p11-kit's header (Debian libp11-kit-dev).
+   No code of its own and nothing to link: the module (SoftHSM, CloudHSM, a YubiHSM connector...)
+   is dlopen'ed at run time from the key's URI, so cfsign never links to a vendor library. */
+#include <p11-kit/pkcs11.h>
+#endif
