@@ -282,6 +282,12 @@ final class PKCS11Token: @unchecked Sendable {
         }
     }
 
+    /// C_CloseAllSessions: what a token does when it is reset or pulled; the login goes with the
+    /// sessions. Only tests call it, to check that signing recovers.
+    func closeAllSessions() {
+        _ = module.f.pointee.C_CloseAllSessions!(slot)
+    }
+
     /// Logs in again with the PIN of the last successful login (after the token came back).
     func relogin() {
         condition.lock()

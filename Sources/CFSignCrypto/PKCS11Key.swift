@@ -1,6 +1,7 @@
 internal import CCFSignPKCS11
 internal import CCFSignOpenSSL
 import CFSignCore
+import Synchronization
 
 /// A private key held in an HSM token: signs through the PKCS#11 module, never enters memory.
 ///
@@ -10,7 +11,11 @@ import CFSignCore
 final class PKCS11Key: SigningKey, @unchecked Sendable {
     // Immutable after init; signing borrows a session from the token's pool per call.
     let token: PKCS11Token
-    let object: CK_OBJECT_HANDLE
+    /// The private key object's handle; found again (and its public key compared) when the token
+    /// forgets it, e.g. after it was removed and came back.
+    private let handle: Atomic<UInt>
+    var object: CK_OBJECT_HANDLE { CK_OBJECT_HANDLE(handle.load(ordering: .relaxed)) }
+    let uri: PKCS11URI
     let type: KeyType
     let publicKey: PublicKey
     let location: KeyLocation
@@ -18,7 +23,8 @@ final class PKCS11Key: SigningKey, @unchecked Sendable {
 
     init(token: PKCS11Token, object: CK_OBJECT_HANDLE, type: KeyType, publicKey: PublicKey, uri: PKCS11URI, hashes: Set<HashAlgorithm>) {
         self.token = token
-        self.object = object
+        self.handle = Atomic(UInt(object))
+        self.uri = uri
         self.type = type
         self.publicKey = publicKey
         self.location = .pkcs11(uri: uri.description)
@@ -41,6 +47,7 @@ final class PKCS11Key: SigningKey, @unchecked Sendable {
         }
         let raw: [UInt8]
         do throws(PKCS11Error) {
+            let object = self.object
             raw = try token.withSession { s throws(PKCS11Error) in
                 try Self.sign(token.module, s, object, mechanism, &input, size: type == .rsa2048 ? 256 : 64)
             }
@@ -49,7 +56,9 @@ final class PKCS11Key: SigningKey, @unchecked Sendable {
                 throw SigningError(.unsupportedHash, "the HSM token \"\(token.label)\" cannot sign with \(hash.rawValue) (\(error.description))")
             }
             if error.tokenUnavailable {
+                // Recover for the next try (the worker retries key_unavailable jobs with backoff).
                 if error.rv == CKR_USER_NOT_LOGGED_IN { token.relogin() }
+                if error.rv == CKR_OBJECT_HANDLE_INVALID || error.rv == CKR_KEY_HANDLE_INVALID { refind() }
                 throw SigningError(.keyUnavailable, "the HSM token \"\(token.label)\" did not sign (\(error.description))")
             }
             throw SigningError(.keyUnavailable, "the HSM token \"\(token.label)\" refused to sign (\(error.description))")
@@ -62,6 +71,28 @@ final class PKCS11Key: SigningKey, @unchecked Sendable {
             }
             return DER.ecdsaSignature(r: Array(raw[0..<32]), s: Array(raw[32..<64]))
         }
+    }
+
+    /// Looks the key up again by its URI; takes the new handle only if it is the same key pair.
+    /// A private key is only visible logged in, so an empty search logs in again and looks once more.
+    private func refind() {
+        let module = token.module
+        func lookup() -> (handle: CK_OBJECT_HANDLE?, none: Bool) {
+            let result = try? token.withSession { s throws(PKCS11Error) -> (CK_OBJECT_HANDLE?, Bool) in
+                let current = try PKCS11.find(module, s, class: CK_OBJECT_CLASS(CKO_PRIVATE_KEY), label: uri.object, id: uri.id)
+                guard current.count == 1 else { return (nil, current.isEmpty) }
+                guard case .success(let again)? = try? Self.check(module, s, token: token, object: current[0], uri: uri, what: ""),
+                      again.publicKey.matches(publicKey) else { return (nil, false) }
+                return (current[0], false)
+            }
+            return result.map { (handle: $0.0, none: $0.1) } ?? (nil, false)
+        }
+        var found = lookup()
+        if found.none {
+            token.relogin()
+            found = lookup()
+        }
+        if let h = found.handle { handle.store(UInt(h), ordering: .relaxed) }
     }
 
     private static func sign(_ module: PKCS11Module, _ session: PKCS11Session, _ key: CK_OBJECT_HANDLE,

@@ -2,7 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import CFSignCore
-import CFSignCrypto
+@testable import CFSignCrypto
 
 /// Real SoftHSM2 tokens (Debian's `softhsm2`).
 ///
@@ -225,5 +225,26 @@ struct PKCS11Tests {
             }
         }
         #expect(good.load(ordering: .relaxed) == 160)
+    }
+
+    @Test("after the token drops every session (and so the login), signing says key_unavailable, then logs in again and signs")
+    func recoversAfterLogout() throws {
+        let key = try load(SoftHSM.get().uri("KRSA"))
+        let hsmKey = try #require(key as? PKCS11Key)
+        _ = try key.sign([1], hash: .sha256)
+        hsmKey.token.closeAllSessions()
+        var codes: [ErrorCode] = []
+        var signed = false
+        for _ in 0..<5 {
+            do {
+                _ = try key.sign([2], hash: .sha256)
+                signed = true
+                break
+            } catch {
+                codes.append(error.code)
+            }
+        }
+        #expect(signed, "never signed again: \(codes)")
+        #expect(!codes.isEmpty && codes.allSatisfy { $0 == .keyUnavailable }, "\(codes)")
     }
 }

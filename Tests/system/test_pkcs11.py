@@ -23,7 +23,7 @@ from botocore.signers import CloudFrontSigner
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-from .cfsign_system import CLOUDFRONT_HOST, clean_environment, collect, job, openssl, push, unique_namespace, wait_until
+from .cfsign_system import CLOUDFRONT_HOST, clean_environment, collect, free_port, job, openssl, push, unique_namespace, wait_until
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "246810"
@@ -244,3 +244,72 @@ def test_a_worker_refuses_a_group_with_a_wrong_pin_whole_and_keeps_the_old_one(r
     hb = wait_until(lambda: (heartbeat(r, ns, w.worker_id).get("keygroup_refusal") or None), 10, what="refusal in heartbeat")
     assert f"pin-source {wrong}" in hb["reason"] and "1111" not in hb["reason"], hb
     assert heartbeat(r, ns, w.worker_id)["keygroup_version"] == 1
+
+
+def token_folder(token: Token) -> Path:
+    """The one token's own folder inside the token dir (SoftHSM names it by a UUID)."""
+    [folder] = [p for p in (token.conf.parent / "tokens").iterdir() if p.is_dir()]
+    return folder
+
+
+def readyz(port: int) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_a_token_that_disappears_mid_drain_loses_no_job(redis_server, workers, token, test_keys):
+    """SoftHSM does not bring a removed token back within a process, so the jobs held while it is gone
+    are rescued the way an operator would: by a rotation to a key that works (here a file)."""
+    rsa, ec_key = test_keys["rsa"], test_keys["ec"]
+    ns = unique_namespace("hsm-gone")
+    r = redis_server.client()
+    r.set(f"{{{ns}}}:keygroup", json.dumps({"version": 1, "active": rsa.key_id, "keys": [
+        {"id": rsa.key_id, "private_key_uri": token.uri("KRSA")}]}))
+    port = free_port()
+    w = workers.start(redis_server, ns, env={**token.env, "CFSIGN_KEY_UNAVAILABLE_AFTER": "60"},
+                      args=["--http-address", f"127.0.0.1:{port}"])
+    expires = int(time.time()) + 3600
+    push(r, ns, [job(ns, "before", reply="gone", expires_at=expires)])
+    [first] = collect(r, f"{{{ns}}}:reply:gone", 1, 20)
+    assert first["ok"], first
+    assert readyz(port)[0] == 200
+    token_folder(token).rename(token.conf.parent / "token-away")
+    jobs = [job(ns, f"g{i}", reply="gone", expires_at=expires) for i in range(20)]
+    push(r, ns, jobs)
+    reason = wait_until(lambda: heartbeat(r, ns, w.worker_id).get("key_unavailable"), 15, what="key_unavailable in the heartbeat")
+    assert "cfsign-test" in reason and PIN not in reason, reason
+    status, text = readyz(port)
+    assert status == 503 and "key unavailable" in text, f"/readyz while the token is gone: {status} {text}"
+    time.sleep(1)
+    assert r.llen(f"{{{ns}}}:reply:gone") == 0, "a job was answered while the token was gone"
+    assert r.llen(w.inflight_key) == 20, "the unsigned jobs are not all in the worker's in-flight list"
+    r.set(f"{{{ns}}}:keygroup", json.dumps({"version": 2, "active": ec_key.key_id, "keys": [
+        {"id": ec_key.key_id, "private_key_file": str(ec_key.path)}]}))
+    r.publish(f"{{{ns}}}:keygroup:changed", "2")
+    replies = collect(r, f"{{{ns}}}:reply:gone", 20, 30)
+    assert all(x["ok"] and x["key_id"] == ec_key.key_id for x in replies), f"held jobs not signed after the rotation: {replies[:3]}"
+    assert sorted(x["id"] for x in replies) == sorted(j["id"] for j in jobs)
+    wait_until(lambda: heartbeat(r, ns, w.worker_id).get("key_unavailable") is None, 10, what="key_unavailable cleared")
+    wait_until(lambda: readyz(port)[0] == 200, 10, what="/readyz ready again")
+
+
+def test_jobs_are_answered_key_unavailable_after_key_unavailable_after(redis_server, workers, token, test_keys):
+    rsa = test_keys["rsa"]
+    ns = unique_namespace("hsm-timeout")
+    r = redis_server.client()
+    r.set(f"{{{ns}}}:keygroup", json.dumps({"version": 1, "active": rsa.key_id, "keys": [
+        {"id": rsa.key_id, "private_key_uri": token.uri("KRSA")}]}))
+    workers.start(redis_server, ns, env={**token.env, "CFSIGN_KEY_UNAVAILABLE_AFTER": "1.5"})
+    folder = token_folder(token)
+    folder.rename(folder.parent.parent / "token-away")
+    start = time.monotonic()
+    push(r, ns, [job(ns, f"t{i}", reply="late") for i in range(5)])
+    replies = collect(r, f"{{{ns}}}:reply:late", 5, 30)
+    took = time.monotonic() - start
+    assert all(not x["ok"] and x["error"]["code"] == "key_unavailable" for x in replies), replies[:2]
+    assert took >= 1.4, f"answered key_unavailable after {took:.1f} s, before key_unavailable_after (1.5 s)"
