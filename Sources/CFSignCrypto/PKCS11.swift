@@ -271,6 +271,18 @@ final class PKCS11Token: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Refuses `newPIN` when it is not the PIN this process logged in with (a second key of one
+    /// group on the same token, with another pin-source).
+    func checkSamePIN(_ newPIN: [UInt8], pinSource: String) throws(KeyError) {
+        condition.lock()
+        let current = pin
+        condition.unlock()
+        guard let current else { return }
+        guard current.count == newPIN.count, zip(current, newPIN).reduce(0, { $0 | ($1.0 ^ $1.1) }) == 0 else {
+            throw KeyError(source: pinSource, reason: "gives a different PIN from another key of this group on token \"\(label)\"; one token has one user PIN")
+        }
+    }
+
     private static func loginError(_ rv: CK_RV, token: String, pinSource: String) -> KeyError {
         switch rv {
         case CKR_PIN_INCORRECT:

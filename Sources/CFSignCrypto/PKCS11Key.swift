@@ -141,7 +141,9 @@ final class PKCS11Key: SigningKey, @unchecked Sendable {
                     table[slot] = WeakToken(token: t)
                     return t
                 }
-                if !loggedIn.contains(ObjectIdentifier(token)) {
+                if loggedIn.contains(ObjectIdentifier(token)) {
+                    if let pin { try token.checkSamePIN(pin, pinSource: pinSource) }
+                } else {
                     if let pin {
                         try token.login(pin: pin, pinSource: pinSource)
                     } else if info.flags & CK_FLAGS(CKF_LOGIN_REQUIRED) != 0 {
