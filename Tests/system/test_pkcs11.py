@@ -166,30 +166,73 @@ def heartbeat(r, ns, wid):
     return json.loads(raw) if raw else {}
 
 
-def test_rotation_file_to_hsm_to_file_without_restart(redis_server, workers, token, test_keys):
+def test_rotation_file_to_hsm_to_file_under_load_without_restart(redis_server, workers, token, test_keys):
+    import threading
     rsa, ec_key = test_keys["rsa"], test_keys["ec"]
     ns = unique_namespace("hsm-rotate")
     r = redis_server.client()
     r.set(f"{{{ns}}}:keygroup", json.dumps({"version": 1, "active": ec_key.key_id, "keys": [
         {"id": ec_key.key_id, "private_key_file": str(ec_key.path)}]}))
-    w = workers.start(redis_server, ns, env=token.env)
+    ws = [workers.start(redis_server, ns, env=token.env) for _ in range(2)]
     steps = [
         (2, "KHSMRSA0000001", {"id": "KHSMRSA0000001", "private_key_uri": token.uri("KRSA")}),
         (3, rsa.key_id, {"id": rsa.key_id, "private_key_file": str(rsa.path)}),
         (4, "KHSMRSA0000002", {"id": "KHSMRSA0000002", "private_key_uri": token.uri("KRSA")}),
+        (5, ec_key.key_id, {"id": ec_key.key_id, "private_key_file": str(ec_key.path)}),
     ]
     expires = int(time.time()) + 3600
-    for version, key_id, entry in steps:
-        r.set(f"{{{ns}}}:keygroup", json.dumps({"version": version, "active": key_id, "keys": [entry]}))
-        r.publish(f"{{{ns}}}:keygroup:changed", str(version))
-        wait_until(lambda: heartbeat(r, ns, w.worker_id).get("keygroup_version") == version, 10,
-                   what=f"worker on version {version}: {heartbeat(r, ns, w.worker_id).get('keygroup_refusal')}")
-        url = f"{CLOUDFRONT_HOST}/rot/{version}.pdf"
-        push(r, ns, [job(ns, f"v{version}", reply="rot", url=url, expires_at=expires)])
-        [reply] = collect(r, f"{{{ns}}}:reply:rot", 1, 20)
-        assert reply["ok"] and reply["key_id"] == key_id, f"version {version}: {reply}"
-        assert reply["url"] == botocore_url(rsa, key_id, url, expires), f"version {version} signed with another key"
-    assert w.alive(), "the worker exited during rotation"
+    stop = threading.Event()
+    pushed = []
+
+    def produce():
+        i = 0
+        while not stop.is_set() and i < 5000:
+            batch = [job(ns, f"load-{i + k}", reply="load", expires_at=expires) for k in range(10)]
+            push(r, ns, batch)
+            pushed.extend(j["id"] for j in batch)
+            i += 10
+            time.sleep(0.02)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        for version, key_id, entry in steps:
+            time.sleep(0.5)
+            r.set(f"{{{ns}}}:keygroup", json.dumps({"version": version, "active": key_id, "keys": [entry]}))
+            r.publish(f"{{{ns}}}:keygroup:changed", str(version))
+            for w in ws:
+                wait_until(lambda: heartbeat(r, ns, w.worker_id).get("keygroup_version") == version, 10,
+                           what=f"worker {w.worker_id} on version {version}")
+            url = f"{CLOUDFRONT_HOST}/rot/{version}.pdf"
+            push(r, ns, [job(ns, f"v{version}", reply="rot", url=url, expires_at=expires)])
+            [reply] = collect(r, f"{{{ns}}}:reply:rot", 1, 20)
+            assert reply["ok"] and reply["key_id"] == key_id, f"version {version}: {reply}"
+            if key_id != ec_key.key_id:
+                assert reply["url"] == botocore_url(rsa, key_id, url, expires), f"version {version} signed with another key"
+    finally:
+        stop.set()
+        producer.join()
+    load = collect(r, f"{{{ns}}}:reply:load", len(pushed), 60)
+    assert all(x["ok"] for x in load), f"jobs failed during rotation: {[x for x in load if not x['ok']][:3]}"
+    assert sorted(x["id"] for x in load) == sorted(pushed), "a job pushed during rotation was lost"
+    assert all(w.alive() for w in ws), "a worker exited during rotation"
+
+
+def test_keygroup_set_check_files_loads_an_hsm_key_and_refuses_a_wrong_pin(cfsign_bin, redis_server, token, tmp_path):
+    ns = unique_namespace("hsm-set")
+    group = tmp_path / "group.json"
+    group.write_text(json.dumps({"active": "KHSM", "keys": [{"id": "KHSM", "private_key_uri": token.uri("KRSA")}]}))
+    done = run(cfsign_bin, "keygroup", "set", str(group), "--check-files", "--redis", redis_server.url, "--namespace", ns, env=token.env)
+    assert done.returncode == 0, f"keygroup set --check-files refused a good HSM key: {done.stderr}"
+    stored = json.loads(redis_server.client().get(f"{{{ns}}}:keygroup"))
+    assert stored["keys"][0]["private_key_uri"] == token.uri("KRSA")
+    wrong = tmp_path / "wrong-pin"
+    wrong.write_text("8642\n")
+    os.chmod(wrong, 0o600)
+    group.write_text(json.dumps({"active": "KHSM", "keys": [{"id": "KHSM", "private_key_uri": token.uri("KRSA", pin_file=wrong)}]}))
+    done = run(cfsign_bin, "keygroup", "set", str(group), "--check-files", "--redis", redis_server.url, "--namespace", ns, env=token.env)
+    assert done.returncode != 0 and f"pin-source {wrong}" in done.stderr and "8642" not in done.stderr, done.stderr
+    assert json.loads(redis_server.client().get(f"{{{ns}}}:keygroup"))["version"] == stored["version"], "a refused group was written"
 
 
 def refusal_of(cfsign_bin, token, uri):
