@@ -4,10 +4,12 @@ import PackageDescription
 /// cfsign: the signing tier for private CloudFront links.
 ///
 /// Modules, bottom to top (each one job; a reader finds a behaviour from the folder name):
-/// - `CCFSignOpenSSL`, `CCFSignHiredis`: system-library shims, nothing else.
+/// - `CCFSignOpenSSL`, `CCFSignHiredis`, `CCFSignPKCS11`: system-library shims, nothing else
+///   (PKCS#11 is headers only: modules are dlopen'ed at run time).
 /// - `CFSignSync`: `Locked`, the one lock type (a pthread mutex ThreadSanitizer understands).
 /// - `CFSignCore`: the wire protocol without I/O (jobs, policies, URL/cookie assembly, key-group model).
-/// - `CFSignCrypto`: private/public keys, signatures, loaded key groups (OpenSSL libcrypto).
+/// - `CFSignCrypto`: private/public keys, signatures, loaded key groups (OpenSSL libcrypto; keys in
+///   an HSM through PKCS#11).
 /// - `CFSignRedis`: a small, generic, blocking Redis client over hiredis; knows nothing of cfsign.
 /// - `CFSignWorker`: the queue worker.
 /// - `CFSignClient`: the producer library a web app links.
@@ -43,11 +45,18 @@ let package = Package(
             pkgConfig: "hiredis",
             providers: [.apt(["libhiredis-dev"])]
         ),
+        // Only the header's include path is used (nothing calls into libp11-kit itself): the
+        // PKCS#11 module named by a key's URI is dlopen'ed at run time.
+        .systemLibrary(
+            name: "CCFSignPKCS11",
+            pkgConfig: "p11-kit-1",
+            providers: [.apt(["libp11-kit-dev"])]
+        ),
         .target(name: "CFSignCore"),
         .target(name: "CFSignSync"),
         .target(
             name: "CFSignCrypto",
-            dependencies: ["CFSignSync", "CFSignCore", "CCFSignOpenSSL"]
+            dependencies: ["CFSignSync", "CFSignCore", "CCFSignOpenSSL", "CCFSignPKCS11"]
         ),
         .target(
             name: "CFSignRedis",

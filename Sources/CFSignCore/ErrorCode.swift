@@ -11,6 +11,9 @@ public enum ErrorCode: String, Sendable, CaseIterable, Hashable {
     case policyDenied = "policy_denied"
     case unknownKey = "unknown_key"
     case noSigningKey = "no_signing_key"
+    /// The HSM (or KMS) holding the key did not sign: not the job's fault (PROTOCOL.md, "Keys held
+    /// outside the worker").
+    case keyUnavailable = "key_unavailable"
     /// Dead entries only: the job was recovered from dead workers more than `max_recoveries` times.
     case poisonJob = "poison_job"
     case `internal` = "internal"

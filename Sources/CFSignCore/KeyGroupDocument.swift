@@ -8,6 +8,10 @@ public struct KeyGroupDocument: Sendable, Equatable {
         case file(String)
         /// The PEM text inline; accepted only by workers started with the explicit opt-in.
         case inlinePEM(String)
+        /// `private_key_uri: "pkcs11:..."`: a key that never leaves an HSM token.
+        ///
+        /// An `awskms:` key (a later issue) becomes one more case here, parsed the same way.
+        case pkcs11(PKCS11URI)
     }
 
     public struct Key: Sendable, Equatable {
@@ -73,21 +77,43 @@ public struct KeyGroupDocument: Sendable, Equatable {
             guard case .string(let id)? = item[member: "id"] else { throw KeyGroupError("keys[\(n)] needs \"id\", a string") }
             let file = try Self.optionalString(item[member: "private_key_file"], "key \"\(id)\": private_key_file")
             let pem = try Self.optionalString(item[member: "private_key_pem"], "key \"\(id)\": private_key_pem")
+            let uri = try Self.optionalString(item[member: "private_key_uri"], "key \"\(id)\": private_key_uri")
+            let given = [file.map { _ in "private_key_file" }, pem.map { _ in "private_key_pem" }, uri.map { _ in "private_key_uri" }].compactMap { $0 }
+            guard given.count == 1 else {
+                if given.isEmpty {
+                    throw KeyGroupError("key \"\(id)\" needs private_key_file (a path on the worker's host), private_key_uri (pkcs11:...) or private_key_pem")
+                }
+                let which = given.count == 2 ? "both " + given.joined(separator: " and ") : given.joined(separator: ", ")
+                throw KeyGroupError("key \"\(id)\" has \(which); give exactly one")
+            }
             let source: KeySource
-            switch (file, pem) {
-            case (let path?, nil):
+            if let path = file {
                 guard !path.isEmpty else { throw KeyGroupError("key \"\(id)\": private_key_file is empty") }
                 source = .file(path)
-            case (nil, let text?): source = .inlinePEM(text)
-            case (nil, nil):
-                throw KeyGroupError("key \"\(id)\" needs private_key_file (a path on the worker's host) or private_key_pem")
-            case (_?, _?):
-                throw KeyGroupError("key \"\(id)\" has both private_key_file and private_key_pem; give one")
+            } else if let text = pem {
+                source = .inlinePEM(text)
+            } else {
+                source = try Self.keySource(uri: uri ?? "", id: id)
             }
             let publicPEM = try Self.optionalString(item[member: "public_key_pem"], "key \"\(id)\": public_key_pem")
             keys.append(Key(id: id, source: source, publicKeyPEM: publicPEM))
         }
         try self.init(version: version, active: active, keys: keys)
+    }
+
+    /// A `private_key_uri`, parsed here so a bad one is refused by `cfsign keygroup set` as by the worker.
+    private static func keySource(uri: String, id: String) throws(KeyGroupError) -> KeySource {
+        if uri.hasPrefix("pkcs11:") {
+            do throws(KeyGroupError) {
+                return .pkcs11(try PKCS11URI(parsing: uri))
+            } catch {
+                throw KeyGroupError("key \"\(id)\": private_key_uri \(error.reason)")
+            }
+        }
+        if uri.hasPrefix("awskms:") {
+            throw KeyGroupError("key \"\(id)\": private_key_uri awskms: keys are not supported by this cfsign version yet; use a pkcs11: URI or a private_key_file")
+        }
+        throw KeyGroupError("key \"\(id)\": private_key_uri must start with pkcs11: (an RFC 7512 URI)")
     }
 
     /// A string member, absent or null as nil; any other type refused with `what` in the reason.
@@ -113,6 +139,7 @@ public struct KeyGroupDocument: Sendable, Equatable {
             switch key.source {
             case .file(let path): w.field("private_key_file", path)
             case .inlinePEM(let pem): w.field("private_key_pem", pem)
+            case .pkcs11(let uri): w.field("private_key_uri", uri.text)
             }
             if let p = key.publicKeyPEM { w.field("public_key_pem", p) }
             w.endObject()

@@ -179,6 +179,17 @@ public final class PrivateKey: @unchecked Sendable {
         EVP_PKEY_eq(pkey, publicKey.pkey) == 1
     }
 
+    /// The public half as a `PublicKey` (through DER: OpenSSL has no public-only copy call).
+    public var publicKey: PublicKey {
+        var der: UnsafeMutablePointer<UInt8>? = nil
+        let n = i2d_PUBKEY(pkey, &der)
+        guard n > 0, let der else { fatalError("OpenSSL could not encode a loaded key's public half") }
+        defer { CRYPTO_free(der, #file, #line) }
+        let bytes = Array(UnsafeBufferPointer(start: der, count: Int(n)))
+        guard let key = try? PublicKey(der: bytes, source: "public key") else { fatalError("OpenSSL could not read back a public key it wrote") }
+        return key
+    }
+
     /// A new key of the given type from OpenSSL's default random source.
     public static func generate(_ type: KeyType) throws(KeyError) -> PrivateKey {
         let name = type == .rsa2048 ? "RSA" : "EC"
@@ -249,6 +260,34 @@ public final class PublicKey: @unchecked Sendable {
             throw error
         }
         self.pkey = pkey
+    }
+
+    /// Parses a DER SubjectPublicKeyInfo (what a PKCS#11 key's numbers are turned into).
+    init(der bytes: [UInt8], source: String) throws(KeyError) {
+        OpenSSL.clearErrors()
+        let parsed = bytes.withUnsafeBufferPointer { b -> OpaquePointer? in
+            var p: UnsafePointer<UInt8>? = b.baseAddress
+            return d2i_PUBKEY(nil, &p, b.count)
+        }
+        guard let pkey = parsed else {
+            throw KeyError(source: source, reason: "has a public key OpenSSL cannot read (\(OpenSSL.takeError()))")
+        }
+        do {
+            self.type = try PrivateKey.classify(pkey, source: source)
+        } catch {
+            EVP_PKEY_free(pkey)
+            throw error
+        }
+        self.pkey = pkey
+    }
+
+    /// True when both are the same public key.
+    public func matches(_ other: PublicKey) -> Bool { EVP_PKEY_eq(pkey, other.pkey) == 1 }
+
+    /// SPKI PEM (`-----BEGIN PUBLIC KEY-----`), the form CloudFront takes.
+    public var pem: String {
+        let bytes = OpenSSL.writeToBIO { bio in PEM_write_bio_PUBKEY(bio, pkey) == 1 } ?? []
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// True when `signature` is a valid signature of `message` under this key with `hash`.

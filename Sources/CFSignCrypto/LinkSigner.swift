@@ -20,7 +20,7 @@ public struct LinkSigner: Sendable {
 
     /// Signs a request. With a cache and its scope (the key-group version), a policy signed before
     /// with the same key and digest is not signed again.
-    public func sign(_ request: SigningRequest, key: PrivateKey, keyID: String, now: Int64,
+    public func sign(_ request: SigningRequest, key: any SigningKey, keyID: String, now: Int64,
                      cache: SignatureCache? = nil, cacheScope: Int64 = 0) throws(SigningError) -> SignedLink {
         let plan = try plan(request, now: now)
         let policy = plan.policy.bytes

@@ -127,6 +127,11 @@ public final class KeyGroupReloader: Sendable {
                     privateKey = try PrivateKey.load(file: path)
                 case .inlinePEM(let text):
                     privateKey = try PrivateKey(pem: Array(text.utf8), source: "key \(key.id): private_key_pem")
+                case .pkcs11:
+                    // The token reports the public key; the edge never signs.
+                    let options = KeyLoadOptions(allowInlineKeys: true, allowGroupReadableKeyFiles: true)
+                    keys[key.id] = try SigningKeyGroup.loadKey(key.source, id: key.id, options: options).publicKey
+                    continue
                 }
                 keys[key.id] = try PublicKey(pem: Array(privateKey.publicKeyPEM.utf8), source: "key \(key.id)")
             } catch {

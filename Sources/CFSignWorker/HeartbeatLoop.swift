@@ -154,6 +154,8 @@ final class HeartbeatLoop {
         } else {
             w.null()
         }
+        w.key("key_unavailable")
+        if let k = state.keyUnavailableText { w.value(k) } else { w.null() }
         w.field("state", state.isRunning ? "running" : "draining")
         w.field("reconnects", state.reconnects.load(ordering: .relaxed))
         w.key("last_error")

@@ -50,6 +50,7 @@ public final class Worker: Service, Sendable {
         guard let group = state.keyGroup else {
             return (false, "no usable key group" + (state.keyGroupRefusal.map { " (refused: \($0.reason))" } ?? ""))
         }
+        if let reason = state.keyUnavailableText { return (false, "key unavailable: \(reason)") }
         return (true, "ready: key group version \(group.version)")
     }
 
@@ -135,8 +136,9 @@ public final class Worker: Service, Sendable {
         Self.spawn("cfsign-take", group: stages) { [self] in
             TakeLoop(configuration: configuration, state: state, pipeline: pipeline, logger: logger).run()
         }
+        let keyUnavailableAfter = configuration.keyUnavailableAfter
         Self.spawn("cfsign-sign", group: stages) { [state] in
-            Pipeline.sign(pipeline, processor: signingProcessor, state: state)
+            Pipeline.sign(pipeline, processor: signingProcessor, state: state, keyUnavailableAfter: keyUnavailableAfter)
         }
         Self.spawn("cfsign-reply", group: stages) { [self] in
             ReplyLoop(configuration: configuration, state: state, pipeline: pipeline, logger: logger).run()

@@ -44,6 +44,9 @@ public struct WorkerConfiguration: Sendable {
     public var allowInlineKeys = false
     /// `allow_group_readable_keys`: accept key files with mode & 077 != 0. Default false.
     public var allowGroupReadableKeys = false
+    /// `key_unavailable_after`: seconds a job whose key's holder (an HSM) does not sign is retried,
+    /// in flight, before it is answered `key_unavailable`. Default 30 (PROTOCOL.md).
+    public var keyUnavailableAfter: Double = 30
     /// `clock_skew_threshold`: seconds this worker's clock may differ from Redis's before it warns. Default 1.
     public var clockSkewThreshold: Double = 1
     /// `http_address`: HOST:PORT for /metrics, /healthz, /readyz; off when empty. Default off.
@@ -148,6 +151,7 @@ extension WorkerConfiguration {
         },
         Setting(key: "allow_inline_keys") { c, v throws(ConfigurationError) in c.allowInlineKeys = try bool(v) },
         Setting(key: "allow_group_readable_keys") { c, v throws(ConfigurationError) in c.allowGroupReadableKeys = try bool(v) },
+        Setting(key: "key_unavailable_after") { c, v throws(ConfigurationError) in c.keyUnavailableAfter = try seconds(v, 0...3600) },
         Setting(key: "clock_skew_threshold") { c, v throws(ConfigurationError) in c.clockSkewThreshold = try seconds(v, 0.001...3600) },
         Setting(key: "http_address") { c, v throws(ConfigurationError) in
             if v.isEmpty { c.httpAddress = nil; return }

@@ -18,6 +18,12 @@ final class WorkerState: Sendable {
     private let group = Locked<SigningKeyGroup?>(nil)
     private let refusal = Locked<Refusal?>(nil)
     private let lastError = Locked<String?>(nil)
+    /// Why the key's holder (an HSM token) is not signing now; nil while it signs. For readiness
+    /// and the heartbeat's `key_unavailable`.
+    private let keyUnavailable = Locked<String?>(nil)
+
+    var keyUnavailableText: String? { keyUnavailable.withLock { $0 } }
+    func setKeyUnavailable(_ reason: String?) { keyUnavailable.withLock { $0 = reason } }
     let phase = Atomic<Phase>(.running)
     let metrics = WorkerMetrics()
     /// Signatures by (group version, key, digest, policy); nil when `signature_cache_size` is 0.

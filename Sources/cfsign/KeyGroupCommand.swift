@@ -77,6 +77,7 @@ struct KeyGroupCommand: ParsableCommand {
                 switch key.source {
                 case .file(let path): source = "file \(path)"
                 case .inlinePEM: source = "inline PEM"
+                case .pkcs11(let uri): source = "HSM \(uri)"
                 }
                 lines.append("  \(key.id)\(key.id == document.active ? " (active)" : "")  \(source)\(key.publicKeyPEM == nil ? "" : ", public key given")")
             }

@@ -6,8 +6,44 @@ import Foundation
 struct Keys: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage signing keys.",
-        subcommands: [Generate.self]
+        subcommands: [Generate.self, Public.self]
     )
+
+    /// A key named by a `pkcs11:` URI, or exit 1 with the reason (naming the URI part at fault).
+    /// The CLI is run by an operator, so `pin-value` is accepted here (the worker needs its opt-in).
+    static func loadURI(_ text: String, option: String) throws -> any SigningKey {
+        let uri: PKCS11URI
+        do { uri = try PKCS11URI(parsing: text) } catch {
+            throw Terminal.fail(.noSigningKey, "\(option) \(error.reason)")
+        }
+        do {
+            return try SigningKeyGroup.loadKey(.pkcs11(uri), id: "", options: KeyLoadOptions(allowInlineKeys: true))
+        } catch {
+            throw Terminal.fail(.noSigningKey, error.description)
+        }
+    }
+
+    struct Public: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the public key PEM of a key in an HSM, to upload to CloudFront.",
+            discussion: """
+                The key never leaves the token: the public key is read from the token (its public key
+                object, or the private key's public attributes). Example:
+                  cfsign keys public --uri 'pkcs11:token=cfsign;object=K2JCJMDEHXQW5F?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/cfsign/pin'
+                """
+        )
+
+        @Option(help: ArgumentHelp("The key's PKCS#11 URI (RFC 7512).", valueName: "uri"))
+        var uri: String
+
+        func run() throws {
+            let key = try Keys.loadURI(uri, option: "--uri")
+            var pem = key.publicKey.pem
+            while pem.hasSuffix("\n") { pem.removeLast() }
+            Terminal.result(pem)
+            Terminal.info("\(key.type.rawValue) key in \(key.location); upload this public key to CloudFront (Key management > Public keys)")
+        }
+    }
 
     struct Generate: ParsableCommand {
         static let configuration = CommandConfiguration(

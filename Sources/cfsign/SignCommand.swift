@@ -9,26 +9,40 @@ struct LocalKeyOptions: ParsableArguments {
     var keyId: String
 
     @Option(help: ArgumentHelp("Private key file: RSA-2048 or EC P-256, PEM (PKCS#1, SEC1 or PKCS#8).", valueName: "file"))
-    var privateKey: String
+    var privateKey: String?
+
+    @Option(help: ArgumentHelp("Instead of --private-key: a key in an HSM, as a PKCS#11 URI (pkcs11:token=...;object=...?module-path=...&pin-source=file:...).", valueName: "uri"))
+    var privateKeyUri: String?
 
     @Option(help: ArgumentHelp("Refuse links that live longer than this (\(Durations.help)); no limit by default.", valueName: "duration"))
     var maxLifetime: DurationArgument?
 
-    /// The key, or exit 1 naming the file and the reason.
-    func loadKey() throws -> PrivateKey {
-        guard KeyID.isValid(keyId) else {
-            throw Terminal.fail(.unknownKey, "--key-id \"\(keyId)\" is not a valid key id (\(KeyID.rule))")
-        }
-        do {
-            return try PrivateKey.load(file: privateKey)
-        } catch {
-            throw Terminal.fail(.noSigningKey, error.description)
+    func validate() throws {
+        switch (privateKey, privateKeyUri) {
+        case (nil, nil): throw ValidationError("give --private-key FILE or --private-key-uri pkcs11:...")
+        case (_?, _?): throw ValidationError("give --private-key or --private-key-uri, not both")
+        default: break
         }
     }
 
-    /// Limits with the digests this OpenSSL build signs with.
-    func limits(defaultHash: HashAlgorithm = .sha1) -> SigningLimits {
-        SigningLimits(maximumLifetime: maxLifetime?.seconds, defaultHash: defaultHash, supportedHashes: DigestSupport.signable)
+    /// The key (a file, or in an HSM), or exit 1 naming the file or URI part and the reason.
+    func loadKey() throws -> any SigningKey {
+        guard KeyID.isValid(keyId) else {
+            throw Terminal.fail(.unknownKey, "--key-id \"\(keyId)\" is not a valid key id (\(KeyID.rule))")
+        }
+        if let privateKey {
+            do {
+                return try PrivateKey.load(file: privateKey)
+            } catch {
+                throw Terminal.fail(.noSigningKey, error.description)
+            }
+        }
+        return try Keys.loadURI(privateKeyUri ?? "", option: "--private-key-uri")
+    }
+
+    /// Limits with the digests the key (this OpenSSL build, or the HSM) signs with.
+    func limits(defaultHash: HashAlgorithm = .sha1, key: any SigningKey) -> SigningLimits {
+        SigningLimits(maximumLifetime: maxLifetime?.seconds, defaultHash: defaultHash, supportedHashes: key.signableHashes)
     }
 }
 
@@ -51,7 +65,7 @@ struct Sign: ParsableCommand {
 
     func run() throws {
         let privateKey = try key.loadKey()
-        let signer = LinkSigner(limits: key.limits())
+        let signer = LinkSigner(limits: key.limits(key: privateKey))
         do {
             let request = try policy.request(keyID: nil)
             let link = try signer.sign(request, key: privateKey, keyID: key.keyId, now: Clock.now())
@@ -89,7 +103,7 @@ struct SignBatch: ParsableCommand {
         let privateKey = try key.loadKey()
         let ns: Namespace
         do { ns = try Namespace(namespace) } catch { throw ValidationError(error.description) }
-        let signer = LinkSigner(limits: key.limits(defaultHash: defaultHash))
+        let signer = LinkSigner(limits: key.limits(defaultHash: defaultHash, key: privateKey))
         var out = [UInt8]()
         while let line = readLine(strippingNewline: true) {
             if line.isEmpty { continue }

@@ -43,7 +43,7 @@ from cfsign_support import unique_namespace as _unique_namespace
 #: The contract's stable error codes (PROTOCOL.md, "Reply").
 ERROR_CODES = {
     "invalid_job", "missing_field", "invalid_url", "invalid_expiry", "ttl_too_long", "invalid_ip",
-    "invalid_resource", "unsupported_hash", "policy_denied", "unknown_key", "no_signing_key", "internal",
+    "invalid_resource", "unsupported_hash", "policy_denied", "unknown_key", "no_signing_key", "key_unavailable", "internal",
 }
 
 _OMIT = OMIT
