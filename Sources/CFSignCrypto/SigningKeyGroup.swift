@@ -50,10 +50,11 @@ public final class SigningKeyGroup: Sendable {
             do throws(KeyError) {
                 switch entry.source {
                 case .file(let path):
-                    if !options.allowGroupReadableKeyFiles, let mode = fileMode(path), mode & 0o077 != 0 {
-                        throw KeyError(source: path, reason: "has mode \(String(mode, radix: 8, uppercase: false).leftPadded(4)), readable or writable by group or others; chmod 600 it (or start the worker with allow_group_readable_keys)")
+                    key = try PrivateKey.load(file: path) { (mode) throws(KeyError) in
+                        if !options.allowGroupReadableKeyFiles, mode & 0o077 != 0 {
+                            throw KeyError(source: path, reason: "has mode \(String(mode, radix: 8, uppercase: false).leftPadded(4)), readable or writable by group or others; chmod 600 it (or start the worker with allow_group_readable_keys)")
+                        }
                     }
-                    key = try PrivateKey.load(file: path)
                 case .inlinePEM(let text):
                     guard options.allowInlineKeys else {
                         throw KeyError(source: "key \"\(entry.id)\"", reason: "has private_key_pem inline, which this worker refuses; use private_key_file, or start the worker with --allow-inline-keys (development only)")
