@@ -6,7 +6,7 @@ import PackageDescription
 /// Modules, bottom to top (each one job; a reader finds a behaviour from the folder name):
 /// - `CCFSignOpenSSL`, `CCFSignHiredis`: system-library shims, nothing else.
 /// - `CFSignSync`: `Locked`, the one lock type (a pthread mutex ThreadSanitizer understands).
-/// - `CFSignCore`: the wire protocol without I/O (jobs, policies, URL/cookie assembly, key-group model).
+/// - `CFSignCore`: the wire protocol without I/O (jobs, policies, URL/cookie assembly, key-group model, heartbeat).
 /// - `CFSignCrypto`: private/public keys, signatures, loaded key groups (OpenSSL libcrypto).
 /// - `CFSignRedis`: a small, generic, blocking Redis client over hiredis; knows nothing of cfsign.
 /// - `CFSignWorker`: the queue worker.

@@ -16,6 +16,11 @@ public struct Heartbeat: Sendable, Equatable {
             self.version = version
             self.reason = reason
         }
+
+        /// `{"version": N or null, "reason": "..."}`, as the heartbeat carries it.
+        public var jsonValue: JSONValue {
+            .object([("version", version.map { .integer($0) } ?? .null), ("reason", .string(reason))])
+        }
     }
 
     public var id: String?
@@ -94,15 +99,7 @@ public struct Heartbeat: Sendable, Equatable {
         w.key("keygroup_version")
         if let keyGroupVersion { w.value(keyGroupVersion) } else { w.null() }
         w.key("keygroup_refusal")
-        if let r = keyGroupRefusal {
-            w.beginObject()
-            w.key("version")
-            if let v = r.version { w.value(v) } else { w.null() }
-            w.field("reason", r.reason)
-            w.endObject()
-        } else {
-            w.null()
-        }
+        w.value(keyGroupRefusal?.jsonValue ?? .null)
         if let state { w.field("state", state) }
         if let reconnects { w.field("reconnects", reconnects) }
         w.key("last_error")

@@ -41,7 +41,7 @@ struct KeyGroupCommand: ParsableCommand {
                     w.key("keygroup_version")
                     if let v = worker.keyGroupVersion { w.value(v) } else { w.null() }
                     w.key("keygroup_refusal")
-                    w.value(worker.document?[member: "keygroup_refusal"] ?? .null)
+                    w.value(worker.refusal?.jsonValue ?? .null)
                     w.endObject()
                 }
                 w.endArray()
