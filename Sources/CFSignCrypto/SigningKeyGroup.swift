@@ -1,4 +1,9 @@
 import CFSignCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// How strict loading a key group is; both relaxations are explicit operator choices.
 public struct KeyLoadOptions: Sendable {
@@ -10,6 +15,20 @@ public struct KeyLoadOptions: Sendable {
     public init(allowInlineKeys: Bool = false, allowGroupReadableKeyFiles: Bool = false) {
         self.allowInlineKeys = allowInlineKeys
         self.allowGroupReadableKeyFiles = allowGroupReadableKeyFiles
+    }
+}
+
+extension KeyLoadOptions {
+    /// The permission check for key file `path`, given to `PrivateKey.load(file:checkMode:)` so it
+    /// runs on the opened file's `fstat` (checking the path first, then opening it, could check one
+    /// file and read another).
+    func keyFileModeCheck(_ path: String) -> (mode_t) throws(KeyError) -> Void {
+        let allowed = allowGroupReadableKeyFiles
+        return { (mode) throws(KeyError) in
+            if !allowed, mode & 0o077 != 0 {
+                throw KeyError(source: path, reason: "has mode \(String(mode, radix: 8, uppercase: false).leftPadded(4)), readable or writable by group or others; chmod 600 it (or start the worker with allow_group_readable_keys)")
+            }
+        }
     }
 }
 
@@ -50,11 +69,7 @@ public final class SigningKeyGroup: Sendable {
             do throws(KeyError) {
                 switch entry.source {
                 case .file(let path):
-                    key = try PrivateKey.load(file: path) { (mode) throws(KeyError) in
-                        if !options.allowGroupReadableKeyFiles, mode & 0o077 != 0 {
-                            throw KeyError(source: path, reason: "has mode \(String(mode, radix: 8, uppercase: false).leftPadded(4)), readable or writable by group or others; chmod 600 it (or start the worker with allow_group_readable_keys)")
-                        }
-                    }
+                    key = try PrivateKey.load(file: path, checkMode: options.keyFileModeCheck(path))
                 case .inlinePEM(let text):
                     guard options.allowInlineKeys else {
                         throw KeyError(source: "key \"\(entry.id)\"", reason: "has private_key_pem inline, which this worker refuses; use private_key_file, or start the worker with --allow-inline-keys (development only)")
