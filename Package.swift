@@ -7,17 +7,20 @@ import PackageDescription
 /// - `CCFSignOpenSSL`, `CCFSignHiredis`, `CCFSignPKCS11`: system-library shims, nothing else
 ///   (PKCS#11 is headers only: modules are dlopen'ed at run time).
 /// - `CFSignSync`: `Locked`, the one lock type (a pthread mutex ThreadSanitizer understands).
-/// - `CFSignCore`: the wire protocol without I/O (jobs, policies, URL/cookie assembly, key-group model).
+/// - `CFSignCore`: the wire protocol without I/O (jobs, policies, URL/cookie assembly, key-group model, heartbeat).
 /// - `CFSignCrypto`: private/public keys, signatures, loaded key groups (OpenSSL libcrypto; keys in
 ///   an HSM through PKCS#11).
 /// - `CFSignRedis`: a small, generic, blocking Redis client over hiredis; knows nothing of cfsign.
 /// - `CFSignWorker`: the queue worker.
+/// - `CFSignAdmin`: operator logic an app or script can link: fleet snapshots and the key-group store.
 /// - `CFSignClient`: the producer library a web app links.
 /// - `CFSignEdge`: `cfsign edge`, a local CloudFront stand-in that enforces signed URLs and cookies.
 /// - `cfsign`: the executable; it only wires the above together.
+///
+/// Linux only: the code calls Glibc directly and links the system's libcrypto and hiredis, so no
+/// `platforms:` line is declared (it would only set Apple deployment targets).
 let package = Package(
     name: "cfsign",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "cfsign", targets: ["cfsign"]),
         .library(name: "CFSignClient", targets: ["CFSignClient"]),
@@ -25,6 +28,7 @@ let package = Package(
         // For the fuzz package (Fuzz/), which drives the worker's job path through its SPI.
         .library(name: "CFSignCrypto", targets: ["CFSignCrypto"]),
         .library(name: "CFSignWorker", targets: ["CFSignWorker"]),
+        .library(name: "CFSignAdmin", targets: ["CFSignAdmin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -33,6 +37,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
     ],
     targets: [
         .systemLibrary(
@@ -56,7 +61,7 @@ let package = Package(
         .target(name: "CFSignSync"),
         .target(
             name: "CFSignCrypto",
-            dependencies: ["CFSignSync", "CFSignCore", "CCFSignOpenSSL", "CCFSignPKCS11"]
+            dependencies: ["CFSignSync", "CFSignCore", "CCFSignOpenSSL", "CCFSignPKCS11", .product(name: "SystemPackage", package: "swift-system")]
         ),
         .target(
             name: "CFSignRedis",
@@ -78,6 +83,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         .target(
@@ -85,7 +91,12 @@ let package = Package(
             dependencies: [
                 "CFSignSync", "CFSignCore", "CFSignCrypto", "CFSignHTTP", "CFSignRedis",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
+        ),
+        .target(
+            name: "CFSignAdmin",
+            dependencies: ["CFSignCore", "CFSignCrypto", "CFSignRedis"]
         ),
         .target(
             name: "CFSignClient",
@@ -99,8 +110,9 @@ let package = Package(
             name: "cfsign",
             dependencies: [
                 "CFSignSync",
-                "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignHTTP", "CFSignEdge",
+                "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignHTTP", "CFSignEdge", "CFSignAdmin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
@@ -120,6 +132,10 @@ let package = Package(
         .testTarget(
             name: "CFSignRedisTests",
             dependencies: ["CFSignRedis", "CFSignTestSupport"]
+        ),
+        .testTarget(
+            name: "CFSignAdminTests",
+            dependencies: ["CFSignAdmin", "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignTestSupport"]
         ),
         .testTarget(
             name: "CFSignClientTests",

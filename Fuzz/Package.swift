@@ -7,9 +7,9 @@ let fuzzTargets = ["FuzzJobParser", "FuzzURLRules", "FuzzKeyGroup", "FuzzSignedR
 /// The whole worker path (parse, validate, sign, reply, bookkeeping): needs the worker and crypto.
 let workerPathTarget = "FuzzWorkerPath"
 
+/// Linux only, like the package it fuzzes (no `platforms:` line).
 let package = Package(
     name: "cfsign-fuzz",
-    platforms: [.macOS(.v15)],
     dependencies: [.package(name: "cfsign", path: "..")],
     targets: [.target(name: "FuzzSupport")] + fuzzTargets.map { name in
         .executableTarget(

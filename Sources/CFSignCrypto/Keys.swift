@@ -1,5 +1,6 @@
 internal import CCFSignOpenSSL
 import CFSignCore
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -73,7 +74,12 @@ public final class PrivateKey: @unchecked Sendable {
 
     /// Loads a private key file. The file's bytes are wiped from memory once parsed.
     public static func load(file path: String) throws(KeyError) -> PrivateKey {
-        var bytes = try readFile(path, what: "private key")
+        try load(file: path, checkMode: { _ in })
+    }
+
+    /// Loads a private key file whose permission bits (as the opened file has them) `checkMode` accepts.
+    static func load(file path: String, checkMode: (mode_t) throws(KeyError) -> Void) throws(KeyError) -> PrivateKey {
+        var bytes = try readFile(path, what: "private key", checkMode: checkMode)
         defer { bytes.wipe() }
         return try PrivateKey(pem: bytes, source: path)
     }
@@ -334,38 +340,38 @@ extension Array where Element == UInt8 {
 }
 
 /// Reads a whole file, with errors that name it; refuses anything that is not a regular file or is huge.
-func readFile(_ path: String, what: String, limit: Int = 1 << 20) throws(KeyError) -> [UInt8] {
+///
+/// Every check is made on the opened descriptor (`fstat`), so the file checked is the file read even
+/// if the path is replaced meanwhile. `checkMode` gets the permission bits first, before the type
+/// and size checks.
+func readFile(_ path: String, what: String, limit: Int = 1 << 20, checkMode: (mode_t) throws(KeyError) -> Void = { _ in }) throws(KeyError) -> [UInt8] {
+    func failure(_ error: any Error) -> KeyError {
+        let reason = (error as? Errno)?.description ?? "\(error)"
+        return KeyError(source: path, reason: "cannot read the \(what) file (\(reason))")
+    }
     // O_NONBLOCK: opening a FIFO (or a device) blocks until a writer appears; with it, open returns at
     // once and the regular-file check below refuses it. It changes nothing for reading a regular file.
-    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-    guard fd >= 0 else {
-        let reason = String(cString: strerror(errno))
-        throw KeyError(source: path, reason: "cannot read the \(what) file (\(reason))")
+    let fd: FileDescriptor
+    do { fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec, .nonBlocking]) } catch { throw failure(error) }
+    defer { try? fd.close() }
+    let status: Stat
+    do { status = try fd.stat() } catch { throw KeyError(source: path, reason: "is not a regular file") }
+    try checkMode(mode_t(status.permissions.rawValue))
+    guard status.type == .regular else { throw KeyError(source: path, reason: "is not a regular file") }
+    guard status.size <= Int64(limit) else {
+        throw KeyError(source: path, reason: "is \(status.size) bytes; a \(what) file is a few kilobytes")
     }
-    defer { close(fd) }
-    var st = stat()
-    guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
-        throw KeyError(source: path, reason: "is not a regular file")
-    }
-    guard Int(st.st_size) <= limit else {
-        throw KeyError(source: path, reason: "is \(st.st_size) bytes; a \(what) file is a few kilobytes")
-    }
-    var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+    var bytes = [UInt8](repeating: 0, count: Int(status.size))
     var offset = 0
     while offset < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + offset, $0.count - offset) }
-        if n < 0, errno == EINTR { continue }
+        let n: Int
+        do { n = try bytes.withUnsafeMutableBytes { try fd.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[offset...])) } } catch {
+            throw failure(error)
+        }
         guard n > 0 else {
-            throw KeyError(source: path, reason: "cannot read the \(what) file (\(String(cString: strerror(errno))))")
+            throw KeyError(source: path, reason: "cannot read the \(what) file (it ended after \(offset) of \(bytes.count) bytes)")
         }
         offset += n
     }
     return bytes
-}
-
-/// The permission bits of a file (the file itself, not its folders), or nil if it cannot be examined.
-func fileMode(_ path: String) -> mode_t? {
-    var st = stat()
-    guard stat(path, &st) == 0 else { return nil }
-    return st.st_mode & 0o7777
 }

@@ -1,4 +1,9 @@
 import CFSignCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// How strict loading a key group is; both relaxations are explicit operator choices.
 public struct KeyLoadOptions: Sendable {
@@ -15,6 +20,20 @@ public struct KeyLoadOptions: Sendable {
         self.allowInlineKeys = allowInlineKeys
         self.allowGroupReadableKeyFiles = allowGroupReadableKeyFiles
         self.pkcs11MaxSessions = pkcs11MaxSessions
+    }
+}
+
+extension KeyLoadOptions {
+    /// The permission check for key file `path`, given to `PrivateKey.load(file:checkMode:)` so it
+    /// runs on the opened file's `fstat` (checking the path first, then opening it, could check one
+    /// file and read another).
+    func keyFileModeCheck(_ path: String) -> (mode_t) throws(KeyError) -> Void {
+        let allowed = allowGroupReadableKeyFiles
+        return { (mode) throws(KeyError) in
+            if !allowed, mode & 0o077 != 0 {
+                throw KeyError(source: path, reason: "has mode \(String(mode, radix: 8, uppercase: false).leftPadded(4)), readable or writable by group or others; chmod 600 it (or start the worker with allow_group_readable_keys)")
+            }
+        }
     }
 }
 
@@ -81,10 +100,7 @@ public final class SigningKeyGroup: Sendable {
                                loggedIn: inout Set<ObjectIdentifier>) throws(KeyError) -> any SigningKey {
         switch source {
         case .file(let path):
-            if !options.allowGroupReadableKeyFiles, let mode = fileMode(path), mode & 0o077 != 0 {
-                throw KeyError(source: path, reason: "has mode \(String(mode, radix: 8, uppercase: false).leftPadded(4)), readable or writable by group or others; chmod 600 it (or start the worker with allow_group_readable_keys)")
-            }
-            return try PrivateKey.load(file: path)
+            return try PrivateKey.load(file: path, checkMode: options.keyFileModeCheck(path))
         case .inlinePEM(let text):
             guard options.allowInlineKeys else {
                 throw KeyError(source: "key \"\(id)\"", reason: "has private_key_pem inline, which this worker refuses; use private_key_file, or start the worker with --allow-inline-keys (development only)")
@@ -114,12 +130,10 @@ public final class SigningKeyGroup: Sendable {
         switch uri.pin {
         case .file(let path)?:
             pinSource = "pin-source \(path)"
-            if !options.allowGroupReadableKeyFiles, let mode = fileMode(path), mode & 0o077 != 0 {
-                throw KeyError(source: pinSource, reason: "has mode \(String(mode, radix: 8, uppercase: false).leftPadded(4)), readable or writable by group or others; chmod 600 it (or start the worker with allow_group_readable_keys)")
-            }
             var bytes: [UInt8]
             do throws(KeyError) {
-                bytes = try readFile(path, what: "PIN", limit: 4096)
+                // The mode is checked on the opened file, as for key files.
+                bytes = try readFile(path, what: "PIN", limit: 4096, checkMode: options.keyFileModeCheck(path))
             } catch {
                 throw KeyError(source: pinSource, reason: error.reason)
             }

@@ -1,5 +1,6 @@
 import CFSignHTTP
 import Foundation
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -124,18 +125,9 @@ struct FileBackend: Sendable {
     }
 
     private static func read(_ path: String, offset: Int64, count: Int64) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: Int(count))
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
-            if n < 0 { if errno == EINTR { continue }; return nil }
-            if n == 0 { return Array(bytes[..<done]) }  // the file shrank meanwhile
-            done += n
-        }
-        return bytes
+        guard let fd = FileDescriptor.openForReading(path) else { return nil }
+        defer { try? fd.close() }
+        return fd.bytes(at: offset, count: Int(count))
     }
 
     static func realPath(_ path: String) -> String? {

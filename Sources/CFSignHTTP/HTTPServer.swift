@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -465,8 +466,7 @@ private final class RequestHandler: ChannelInboundHandler {
     /// (its Content-Length can no longer be met).
     private static func streamFile(_ file: HTTPResponse.FileBody, head: HTTPResponseHead, to context: ChannelHandlerContext, keepAlive: Bool,
                                    finished: @escaping @Sendable () -> Void) {
-        let fd = open(file.path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
+        guard let fd = SystemPackage.FileDescriptor.openForReading(file.path) else {
             let failed = HTTPResponse.text(500, "the file could not be opened\n")
             write(failed, to: context, version: head.version, keepAlive: false, isHead: false, finished: finished)
             return
@@ -488,15 +488,8 @@ private final class RequestHandler: ChannelInboundHandler {
             }
             let count = Int(min(chunkSize, remaining))
             NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) { () -> [UInt8] in
-                var bytes = [UInt8](repeating: 0, count: count)
-                var done = 0
-                while done < count {
-                    let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
-                    if n < 0 && errno == EINTR { continue }
-                    if n <= 0 { break }
-                    done += n
-                }
-                return done == count ? bytes : []
+                guard let bytes = fd.bytes(at: offset, count: count), bytes.count == count else { return [] }
+                return bytes
             }.whenComplete { result in
                 let context = bound.value
                 guard case .success(let bytes) = result, !bytes.isEmpty else {
@@ -518,10 +511,6 @@ private final class RequestHandler: ChannelInboundHandler {
     }
 }
 
-private func closeFile(_ fd: CInt) {
-    #if canImport(Glibc)
-    _ = Glibc.close(fd)
-    #elseif canImport(Darwin)
-    _ = Darwin.close(fd)
-    #endif
+private func closeFile(_ fd: SystemPackage.FileDescriptor) {
+    try? fd.close()
 }

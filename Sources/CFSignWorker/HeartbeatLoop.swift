@@ -80,7 +80,7 @@ final class HeartbeatLoop {
         let ns = configuration.namespace
         try sample(connection)
         let replies = try connection.pipeline(strings: [
-            ["SET", heartbeatKey, document(), "PX", String(Int(configuration.heartbeatTTL * 1000))],
+            ["SET", heartbeatKey, heartbeat().json, "PX", String(Int(configuration.heartbeatTTL * 1000))],
             ["SADD", ns.workers, configuration.workerID],
         ])
         if let e = replies.compactMap(\.errorMessage).first { keeper.serverError(e, doing: "writing the heartbeat") }
@@ -130,47 +130,22 @@ final class HeartbeatLoop {
         if let warning { logger.warning("\(warning)") }
     }
 
-    /// The contract's heartbeat fields (PROTOCOL.md, "Heartbeat"), plus `last_error` and a few extras.
-    func document() -> String {
-        var w = JSONWriter(capacity: 512)
-        w.beginObject()
-        w.field("id", configuration.workerID)
-        w.field("host", host)
-        w.field("pid", pid)
-        w.field("started_at", startedAt)
-        w.field("seen_at", JobProcessor.milliseconds())
-        w.field("jobs", state.jobs.load(ordering: .relaxed))
-        w.field("errors", state.errors.load(ordering: .relaxed))
-        w.field("dead", state.dead.load(ordering: .relaxed))
-        w.key("keygroup_version")
-        if let g = state.keyGroup { w.value(g.version) } else { w.null() }
-        w.key("keygroup_refusal")
-        if let r = state.keyGroupRefusal {
-            w.beginObject()
-            w.key("version")
-            if let v = r.version { w.value(v) } else { w.null() }
-            w.field("reason", r.reason)
-            w.endObject()
-        } else {
-            w.null()
-        }
-        w.key("key_unavailable")
-        if let k = state.keyUnavailableText { w.value(k) } else { w.null() }
-        w.field("state", state.isRunning ? "running" : "draining")
-        w.field("reconnects", state.reconnects.load(ordering: .relaxed))
-        w.key("last_error")
-        if let e = state.lastErrorText { w.value(e) } else { w.null() }
-        w.field("clock_skew_ms", state.clockSkewMilliseconds.load(ordering: .relaxed))
-        w.key("redis_warning")
-        if let r = state.redisWarningText { w.value(r) } else { w.null() }
-        if let cache = state.cache {
-            w.field("cache_hits", cache.hits.load(ordering: .relaxed))
-            w.field("cache_misses", cache.misses.load(ordering: .relaxed))
-        }
-        w.field("concurrency", configuration.concurrency)
-        w.field("batch_size", configuration.batchSize)
-        w.endObject()
-        return w.string
+    /// The heartbeat as it is written now (PROTOCOL.md, "Heartbeat"): the contract's fields, plus
+    /// `last_error` and a few extras.
+    func heartbeat() -> Heartbeat {
+        Heartbeat(
+            id: configuration.workerID, host: host, pid: Int64(pid), startedAt: startedAt,
+            seenAt: JobProcessor.milliseconds(),
+            jobs: Int64(state.jobs.load(ordering: .relaxed)), errors: Int64(state.errors.load(ordering: .relaxed)),
+            dead: Int64(state.dead.load(ordering: .relaxed)), keyGroupVersion: state.keyGroup?.version,
+            keyGroupRefusal: state.keyGroupRefusal.map { Heartbeat.Refusal(version: $0.version, reason: $0.reason) },
+            keyUnavailable: state.keyUnavailableText,
+            state: state.isRunning ? "running" : "draining", reconnects: Int64(state.reconnects.load(ordering: .relaxed)),
+            lastError: state.lastErrorText, clockSkewMilliseconds: Int64(state.clockSkewMilliseconds.load(ordering: .relaxed)),
+            redisWarning: state.redisWarningText,
+            cacheHits: state.cache.map { Int64($0.hits.load(ordering: .relaxed)) },
+            cacheMisses: state.cache.map { Int64($0.misses.load(ordering: .relaxed)) },
+            concurrency: Int64(configuration.concurrency), batchSize: Int64(configuration.batchSize))
     }
 
     /// Requeues the jobs of every registered worker whose heartbeat key has expired.

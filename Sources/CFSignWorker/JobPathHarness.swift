@@ -42,7 +42,7 @@ import Logging
         let outcome = processor.process(raw, group: state.keyGroup, now: now)
         ledger.answered(outcome)
         if let audit = outcome.audit { _ = audit.fields }
-        _ = heartbeat.document()
+        _ = heartbeat.heartbeat().json
         switch outcome.kind {
         case .reply(let replyTo, let payload): return .reply(replyTo: replyTo, payload: payload)
         case .dead(let entry): return .dead(entry: entry)

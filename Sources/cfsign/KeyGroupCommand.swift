@@ -1,7 +1,7 @@
 import ArgumentParser
+import CFSignAdmin
 import CFSignCore
 import CFSignCrypto
-import CFSignRedis
 import Foundation
 
 struct KeyGroupCommand: ParsableCommand {
@@ -23,20 +23,6 @@ struct KeyGroupCommand: ParsableCommand {
         @Flag(help: "Print JSON: {\"keygroup\": <group or null>, \"workers\": [{id, keygroup_version, keygroup_refusal}]}.")
         var json = false
 
-        /// The group with any inline private key replaced by a note: output lands in logs and tickets.
-        static func redacted(_ group: JSONValue) -> JSONValue {
-            guard case .object(var members) = group, let i = members.firstIndex(where: { $0.0 == "keys" }),
-                  case .array(let keys) = members[i].1 else { return group }
-            members[i].1 = .array(keys.map { key in
-                guard case .object(let fields) = key else { return key }
-                return .object(fields.map { name, value in
-                    if name == "private_key_pem", case .string(let pem) = value { return (name, .string("<inline private key, \(pem.utf8.count) bytes, not shown>")) }
-                    return (name, value)
-                })
-            })
-            return .object(members)
-        }
-
         func run() throws {
             let ns = try redis.ns
             let connection = try redis.connect()
@@ -46,7 +32,7 @@ struct KeyGroupCommand: ParsableCommand {
                 var w = JSONWriter()
                 w.beginObject()
                 w.key("keygroup")
-                if let bytes = fleet.keyGroup, let value = try? JSONReader.parse(bytes) { w.value(Self.redacted(value)) } else { w.null() }
+                if let value = fleet.redactedKeyGroup { w.value(value) } else { w.null() }
                 w.key("workers")
                 w.beginArray()
                 for worker in fleet.live {
@@ -55,7 +41,7 @@ struct KeyGroupCommand: ParsableCommand {
                     w.key("keygroup_version")
                     if let v = worker.keyGroupVersion { w.value(v) } else { w.null() }
                     w.key("keygroup_refusal")
-                    w.value(worker.heartbeat?[member: "keygroup_refusal"] ?? .null)
+                    w.value(worker.refusal?.jsonValue ?? .null)
                     w.endObject()
                 }
                 w.endArray()
@@ -111,9 +97,9 @@ struct KeyGroupCommand: ParsableCommand {
             do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
                 throw Terminal.fail(nil, "cannot read \(file): \(error.localizedDescription)")
             }
-            try KeyGroupStore(redis: redis).store(from: { next throws in
-                try KeyGroupStore.document(fromFile: Array(data), name: file, nextVersion: next)
-            }, checkFiles: checkFiles)
+            try KeyGroupWriter(redis: redis, file: file).store { store throws(KeyGroupStoreError) in
+                try store.set(json: Array(data), checking: checkFiles ? KeyGroupWriter.fileCheck : nil)
+            }
         }
     }
 
@@ -153,89 +139,55 @@ struct KeyGroupCommand: ParsableCommand {
                 }
             }
             let newKey = KeyGroupDocument.Key(id: keyId, source: .file(privateKeyFile), publicKeyPEM: publicPEM)
-            try KeyGroupStore(redis: redis).store(with: { next, current throws in
-                var keys = [newKey]
-                if let current {
-                    let previous = [current.keys.first { $0.id == current.active }].compactMap { $0 } + current.keys.filter { $0.id != current.active }
-                    keys += previous.filter { $0.id != keyId }.prefix(keep)
-                }
-                do throws(KeyGroupError) { return try KeyGroupDocument(version: next, active: keyId, keys: keys) } catch {
-                    throw Terminal.fail(nil, "the rotated group is not valid: \(error.reason)")
-                }
-            }, checkFiles: checkFiles)
+            try KeyGroupWriter(redis: redis, file: nil).store { store throws(KeyGroupStoreError) in
+                try store.rotate(to: newKey, keep: keep, checking: checkFiles ? KeyGroupWriter.fileCheck : nil)
+            }
         }
     }
 }
 
-/// Stores a key group the way the contract asks: WATCH the key, check the version against the
-/// stored group and live heartbeats, then SET and PUBLISH in one MULTI/EXEC.
-struct KeyGroupStore {
+/// Runs a `KeyGroupStore` write for `keygroup set` / `rotate` and says what happened: the stored
+/// version on stdout, the rest on stderr; a refusal exits 1 with its sentence.
+struct KeyGroupWriter {
     let redis: RedisOptions
+    /// The group's file, named in messages about its contents (`keygroup set`).
+    let file: String?
 
-    func store(from make: (Int64) throws -> KeyGroupDocument, checkFiles: Bool) throws {
-        try store(with: { next, _ in try make(next) }, checkFiles: checkFiles)
-    }
+    /// What `--check-files` loads: inline keys too, since the point is to test this group.
+    static let fileCheck = KeyLoadOptions(allowInlineKeys: true)
 
-    /// `make` gets the next version (above the stored group and every live heartbeat) and the stored group.
-    func store(with make: (_ next: Int64, _ current: KeyGroupDocument?) throws -> KeyGroupDocument, checkFiles: Bool) throws {
+    func store(_ write: (KeyGroupStore) throws(KeyGroupStoreError) -> KeyGroupStore.Stored) throws {
         let ns = try redis.ns
         let connection = try redis.connect()
-        for _ in 0..<5 {
-            _ = try redisCall("WATCH") { () throws(RedisError) in try connection.command(["WATCH", ns.keyGroup]) }
-            let fleet: FleetSnapshot
-            do { fleet = try FleetSnapshot.read(connection, ns) } catch { throw Terminal.fail(nil, "reading the fleet: \(error.message)") }
-            let current = fleet.keyGroup.flatMap { try? KeyGroupDocument(json: $0) }
-            let highest = fleet.highestVersion
-            guard let next = fleet.nextVersion else {
-                _ = try? connection.command(["UNWATCH"])
-                throw Terminal.fail(nil, "the stored group or a live worker reports version \(highest), and no version is higher; delete \(ns.keyGroup) and stop the workers that report it. Nothing was written.")
-            }
-            let document = try make(next, current)
-            guard document.version > highest else {
-                _ = try? connection.command(["UNWATCH"])
-                throw Terminal.fail(nil, "version \(document.version) is not higher than \(highest) (the stored group or a live worker's); use \(next) or leave \"version\" out. Nothing was written.")
-            }
-            if checkFiles {
-                do {
-                    _ = try SigningKeyGroup.load(document, options: KeyLoadOptions(allowInlineKeys: true))
-                } catch {
-                    _ = try? connection.command(["UNWATCH"])
-                    throw Terminal.fail(nil, "key group refused: \(error.reason). Nothing was written.")
-                }
-            }
-            let result: [RedisReply]?
-            do {
-                result = try connection.transaction([
-                    [Array("SET".utf8), Array(ns.keyGroup.utf8), document.json],
-                    [Array("PUBLISH".utf8), Array(ns.keyGroupChanged.utf8), Array(String(document.version).utf8)],
-                ])
-            } catch {
-                throw Terminal.fail(nil, "storing the key group: \(error.message)")
-            }
-            guard let result else { continue }  // changed under us: read again
-            let receivers = result.count == 2 ? result[1].integer ?? 0 : 0
-            Terminal.result("stored key group version \(document.version) (active \(document.active), keys \(document.keys.map(\.id).joined(separator: ", ")))")
-            Terminal.info("announced on \(ns.keyGroupChanged) to \(receivers) subscriber(s); workers also poll the key. Watch them converge: cfsign status --watch")
-            if document.keys.contains(where: { if case .inlinePEM = $0.source { return true } else { return false } }) {
-                Terminal.info("note: this group has inline private_key_pem; workers refuse it unless started with --allow-inline-keys")
-            }
-            return
+        let stored: KeyGroupStore.Stored
+        do { stored = try write(KeyGroupStore(connection: connection, namespace: ns)) } catch {
+            throw Terminal.fail(nil, message(error, ns))
         }
-        throw Terminal.fail(nil, "the key group kept changing while this command ran; nothing was written, try again")
+        let document = stored.document
+        Terminal.result("stored key group version \(document.version) (active \(document.active), keys \(document.keys.map(\.id).joined(separator: ", ")))")
+        Terminal.info("announced on \(ns.keyGroupChanged) to \(stored.subscribers) subscriber(s); workers also poll the key. Watch them converge: cfsign status --watch")
+        if document.keys.contains(where: { if case .inlinePEM = $0.source { return true } else { return false } }) {
+            Terminal.info("note: this group has inline private_key_pem; workers refuse it unless started with --allow-inline-keys")
+        }
     }
 
-    /// A group from a file; a missing "version" becomes `nextVersion`.
-    static func document(fromFile bytes: [UInt8], name: String, nextVersion: Int64) throws -> KeyGroupDocument {
-        var value: JSONValue
-        do { value = try JSONReader.parse(bytes) } catch { throw Terminal.fail(nil, "\(name): \(error)") }
-        if case .object(var members) = value, !members.contains(where: { $0.0 == "version" }) {
-            members.insert(("version", .integer(nextVersion)), at: 0)
-            value = .object(members)
-        }
-        var w = JSONWriter()
-        w.value(value)
-        do { return try KeyGroupDocument(json: w.bytes) } catch {
-            throw Terminal.fail(nil, "\(name): key group refused: \(error.reason). Nothing was written.")
+    func message(_ error: KeyGroupStoreError, _ ns: Namespace) -> String {
+        switch error {
+        case .redis(.watching, let error): return "WATCH: \(error.message)"
+        case .redisRefused(.watching, let e): return "WATCH: Redis said \(e)"
+        case .redis(.readingFleet, let error): return "reading the fleet: \(error.message)"
+        case .redisRefused(.readingFleet, let e): return "reading the fleet: \(e)"
+        case .redis(.storing, let error): return "storing the key group: \(error.message)"
+        case .redisRefused(.storing, let e): return "storing the key group: \(e)"
+        case .noVersionAbove(let highest):
+            return "the stored group or a live worker reports version \(highest), and no version is higher; delete \(ns.keyGroup) and stop the workers that report it. Nothing was written."
+        case .versionNotAbove(let version, let highest, let next):
+            return "version \(version) is not higher than \(highest) (the stored group or a live worker's); use \(next) or leave \"version\" out. Nothing was written."
+        case .keysRefused(let error): return "key group refused: \(error.reason). Nothing was written."
+        case .notJSON(let error): return "\(file ?? "key group"): \(error)"
+        case .invalidDocument(let error): return "\(file ?? "key group"): key group refused: \(error.reason). Nothing was written."
+        case .invalidRotation(let error): return "the rotated group is not valid: \(error.reason)"
+        case .keptChanging: return "the key group kept changing while this command ran; nothing was written, try again"
         }
     }
 }

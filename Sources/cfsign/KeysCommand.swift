@@ -2,6 +2,7 @@ import ArgumentParser
 import CFSignCore
 import CFSignCrypto
 import Foundation
+import SystemPackage
 
 struct Keys: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -115,18 +116,15 @@ struct Keys: ParsableCommand {
 
         /// Creates the file exclusively (O_EXCL) with its final mode, so no one reads a partial key.
         func writeNew(_ path: String, _ bytes: [UInt8], mode: mode_t) throws {
-            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
-            guard fd >= 0 else { throw WriteError(path: path, reason: String(cString: strerror(errno))) }
-            defer { close(fd) }
-            _ = fchmod(fd, mode)
-            var offset = 0
-            while offset < bytes.count {
-                let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-                if n < 0, errno == EINTR { continue }
-                guard n > 0 else { throw WriteError(path: path, reason: String(cString: strerror(errno))) }
-                offset += n
-            }
-            guard fsync(fd) == 0 else { throw WriteError(path: path, reason: String(cString: strerror(errno))) }
+            func failed(_ error: any Error) -> WriteError { WriteError(path: path, reason: (error as? Errno)?.description ?? "\(error)") }
+            let fd: FileDescriptor
+            do {
+                fd = try FileDescriptor.open(FilePath(path), .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec], permissions: FilePermissions(rawValue: mode))
+            } catch { throw failed(error) }
+            defer { try? fd.close() }
+            _ = fchmod(fd.rawValue, mode)
+            do { try fd.writeAll(bytes) } catch { throw failed(error) }
+            guard fsync(fd.rawValue) == 0 else { throw WriteError(path: path, reason: String(cString: strerror(errno))) }
         }
 
         struct WriteError: Error, CustomStringConvertible {

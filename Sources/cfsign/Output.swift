@@ -1,8 +1,6 @@
 import ArgumentParser
 import CFSignCore
-#if canImport(Glibc)
-import Glibc
-#endif
+import SystemPackage
 
 /// stdout carries results only; everything else goes to stderr (CLI.md).
 enum Terminal {
@@ -28,13 +26,8 @@ enum Terminal {
 }
 
 enum FileHandleStderr {
+    /// Best effort: a closed or full stderr loses the text, nothing else.
     static func write(_ text: String) {
-        var bytes = Array(text.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress! + offset, $0.count - offset) }
-            if n <= 0 { if errno == EINTR { continue }; return }
-            offset += n
-        }
+        _ = try? FileDescriptor.standardError.writeAll(text.utf8)
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CFSignAdmin
 import CFSignCore
 import CFSignRedis
 import Foundation
@@ -26,24 +27,14 @@ struct RedisOptions: ParsableArguments {
     }
 
     /// A connection, or exit 1 with a sentence saying what to check. On Redis Cluster it is on the
-    /// node that owns the namespace's slot (a `MOVED` reply to a read of `{NS}:jobs` is followed),
-    /// so any node of the cluster will do as `--redis`.
+    /// node that owns the namespace's slot, so any node of the cluster will do as `--redis`.
     func connect(commandTimeout: Double = 10) throws -> RedisConnection {
         let url = try redisURL
-        let jobs = try ns.jobs
+        let ns = try self.ns
         do {
-            var route = RedisRoute(url: url)
-            return try route.connect(probe: ["LLEN", jobs], connectTimeout: 5, commandTimeout: commandTimeout)
+            return try FleetConnection.open(url, namespace: ns, connectTimeout: 5, commandTimeout: commandTimeout)
         } catch {
             throw Terminal.fail(nil, "\(error.message) (is Redis running? set --redis or CFSIGN_REDIS)")
         }
     }
-}
-
-/// A Redis call that failed is reported and exits 1; a server error reply likewise.
-func redisCall(_ what: String, _ body: () throws(RedisError) -> RedisReply) throws -> RedisReply {
-    let reply: RedisReply
-    do { reply = try body() } catch { throw Terminal.fail(nil, "\(what): \(error.message)") }
-    if let e = reply.errorMessage { throw Terminal.fail(nil, "\(what): Redis said \(e)") }
-    return reply
 }

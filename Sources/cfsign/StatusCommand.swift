@@ -1,6 +1,6 @@
 import ArgumentParser
+import CFSignAdmin
 import CFSignCore
-import CFSignRedis
 import Foundation
 
 struct Status: ParsableCommand {
@@ -24,7 +24,7 @@ struct Status: ParsableCommand {
             if watch && !json && isatty(1) == 1 { print("\u{1B}[H\u{1B}[2J", terminator: "") }
             Terminal.result(text)
             if !watch {
-                if let problem = fleet.problem(ns) { throw Terminal.fail(nil, problem) }
+                if let problem = fleet.problem { throw Terminal.fail(nil, problem.message(ns)) }
                 return
             }
             fflush(nil)
@@ -46,18 +46,18 @@ struct Status: ParsableCommand {
         }
         for w in fleet.workers {
             let seen: String
-            if let s = w.integer("seen_at"), fleet.redisTimeMilliseconds > 0,
+            if let s = w.heartbeat?.seenAt, fleet.redisTimeMilliseconds > 0,
                case let (ago, overflow) = fleet.redisTimeMilliseconds.subtractingReportingOverflow(s), !overflow {
                 seen = String(format: "%.1fs ago", Double(ago) / 1000)
             } else { seen = "-" }
-            let state = w.heartbeat == nil ? "DEAD (heartbeat expired; a live worker requeues its jobs)" : (w.string("state") ?? "?")
-            lines.append(row([w.id, w.string("host") ?? "-", w.keyGroupVersion.map(String.init) ?? "none",
-                              w.integer("jobs").map(String.init) ?? "-", w.integer("errors").map(String.init) ?? "-",
+            let state = w.heartbeat == nil ? "DEAD (heartbeat expired; a live worker requeues its jobs)" : (w.heartbeat?.state ?? "?")
+            lines.append(row([w.id, w.heartbeat?.host ?? "-", w.keyGroupVersion.map(String.init) ?? "none",
+                              w.heartbeat?.jobs.map(String.init) ?? "-", w.heartbeat?.errors.map(String.init) ?? "-",
                               String(w.inflight), seen, state]))
             if let r = w.refusal {
                 lines.append("    refused key group version \(r.version.map(String.init) ?? "?"): \(r.reason)")
             }
-            if let e = w.string("last_error") { lines.append("    last error: \(e)") }
+            if let e = w.heartbeat?.lastError { lines.append("    last error: \(e)") }
         }
         return lines.joined(separator: "\n")
     }
@@ -89,7 +89,7 @@ struct Status: ParsableCommand {
         w.endArray()
         w.field("agreed", !fleet.live.isEmpty && fleet.versions.count == 1)
         // What the exit code says: the fleet signs with the stored group (CLI.md), and if not, why.
-        let problem = fleet.problem(ns)
+        let problem = fleet.problem?.message(ns)
         w.field("ok", problem == nil)
         w.key("problem")
         if let problem { w.value(problem) } else { w.null() }
@@ -98,10 +98,10 @@ struct Status: ParsableCommand {
         for worker in fleet.workers {
             w.beginObject()
             w.field("id", worker.id)
-            w.field("live", worker.heartbeat != nil)
+            w.field("live", worker.isLive)
             w.field("inflight", worker.inflight)
             w.key("heartbeat")
-            w.value(worker.heartbeat ?? .null)
+            w.value(worker.document ?? .null)
             w.endObject()
         }
         w.endArray()

@@ -8,38 +8,11 @@ import ServiceLifecycle
 import Synchronization
 import Testing
 
-/// The client never blocks its callers: Redis I/O on its own threads, concurrent calls coalesced
-/// into few pushes, cancellation, timeouts during a Redis stall, and a graceful-shutdown service.
-@Suite("Producer client: concurrency, cancellation, stalls")
+/// The client as a ServiceLifecycle service. (Its concurrency measurements are `ClientTimingTests`,
+/// below, which scripts/test runs alone.)
+@Suite("Producer client: graceful shutdown")
 struct ConcurrencyTests {
     static let object = "https://d111111abcdef8.cloudfront.net/invoices/42.pdf"
-
-    /// `calls` of LPUSH the server has run so far (INFO commandstats).
-    private func lpushCalls(_ redis: RedisConnection) throws -> Int {
-        let info = try redis.command(["INFO", "commandstats"]).string ?? ""
-        guard let line = info.split(separator: "\r\n").first(where: { $0.hasPrefix("cmdstat_lpush:") }),
-              let calls = line.split(separator: ",").first?.split(separator: "=").last, let n = Int(calls) else { return 0 }
-        return n
-    }
-
-    @Test func concurrentCallsAreCoalescedIntoFewPushes() async throws {
-        let fleet = try Fleet()
-        defer { fleet.stop() }
-        let client = try fleet.client(defaultTimeout: .seconds(30))
-        defer { client.close() }
-        let redis = try fleet.connect()
-        let before = try lpushCalls(redis)
-        let n = 300
-        let links = try await withThrowingTaskGroup(of: SignedReply.self) { group in
-            for i in 0..<n { group.addTask { try await client.sign(url: Self.object + "?n=\(i)", expiresIn: 600) } }
-            var all: [SignedReply] = []
-            for try await link in group { all.append(link) }
-            return all
-        }
-        #expect(links.count == n)
-        let pushes = try lpushCalls(redis) - before
-        #expect(pushes < n / 2, "\(n) concurrent calls went out in \(pushes) LPUSH commands")
-    }
 
     @Test func theServiceDrainsCallsInFlightOnGracefulShutdown() async throws {
         let fleet = try Fleet()
@@ -57,7 +30,9 @@ struct ConcurrencyTests {
     }
 }
 
-/// The measurements that a busy cooperative pool would spoil: scripts/test runs this suite on
+/// The client never blocks its callers: Redis I/O on its own threads, concurrent calls coalesced
+/// into few pushes, cancellation, timeouts during a Redis stall. These are measurements that a busy
+/// cooperative pool would spoil: scripts/test runs this suite on
 /// its own (`swift test --filter ClientTimingTests`), after the others, which start redis-server
 /// and worker processes with blocking calls.
 @Suite("Producer client: timing, run alone", .serialized)
@@ -135,5 +110,32 @@ struct ClientTimingTests {
         #expect(waited < .seconds(3), "the call failed at its own timeout (\(waited)), not when Redis came back")
         try await Task.sleep(for: .seconds(2.5))
         #expect(try await client.sign(url: Self.object, expiresIn: 600, timeout: .seconds(20)).url?.hasPrefix(Self.object) == true)
+    }
+
+    /// `calls` of LPUSH the server has run so far (INFO commandstats).
+    private func lpushCalls(_ redis: RedisConnection) throws -> Int {
+        let info = try redis.command(["INFO", "commandstats"]).string ?? ""
+        guard let line = info.split(separator: "\r\n").first(where: { $0.hasPrefix("cmdstat_lpush:") }),
+              let calls = line.split(separator: ",").first?.split(separator: "=").last, let n = Int(calls) else { return 0 }
+        return n
+    }
+
+    @Test func concurrentCallsAreCoalescedIntoFewPushes() async throws {
+        let fleet = try Fleet()
+        defer { fleet.stop() }
+        let client = try fleet.client(defaultTimeout: .seconds(30))
+        defer { client.close() }
+        let redis = try fleet.connect()
+        let before = try lpushCalls(redis)
+        let n = 300
+        let links = try await withThrowingTaskGroup(of: SignedReply.self) { group in
+            for i in 0..<n { group.addTask { try await client.sign(url: Self.object + "?n=\(i)", expiresIn: 600) } }
+            var all: [SignedReply] = []
+            for try await link in group { all.append(link) }
+            return all
+        }
+        #expect(links.count == n)
+        let pushes = try lpushCalls(redis) - before
+        #expect(pushes < n / 2, "\(n) concurrent calls went out in \(pushes) LPUSH commands")
     }
 }

@@ -1,0 +1,147 @@
+import CFSignCore
+import CFSignCrypto
+import CFSignRedis
+import Foundation
+import Logging
+import Synchronization
+
+/// The reply stage: answer each signed batch in one pipelined round trip on its own connection;
+/// a lost connection is re-opened and the same replies are sent again (the reply script answers
+/// each job at most once). A draining worker leaves only when everything it took is answered.
+final class ReplyLoop {
+    private let configuration: WorkerConfiguration
+    private let state: WorkerState
+    private let pipeline: Pipeline
+    private let logger: Logger
+    private let keeper: ConnectionKeeper
+    private let inflightKey: [UInt8]
+    private let deadKey: [UInt8]
+    private let recoveriesKey: [UInt8]
+    private let ledger: OutcomeLedger
+
+    init(configuration: WorkerConfiguration, state: WorkerState, pipeline: Pipeline, logger: Logger) {
+        self.configuration = configuration
+        self.state = state
+        self.pipeline = pipeline
+        self.logger = logger
+        let ns = configuration.namespace
+        self.keeper = ConnectionKeeper(role: "reply", configuration: configuration, state: state, logger: logger)
+        self.inflightKey = Array(ns.inflight(worker: configuration.workerID).utf8)
+        self.deadKey = Array(ns.dead.utf8)
+        self.recoveriesKey = Array(ns.recoveries.utf8)
+        self.ledger = OutcomeLedger(state: state, logger: logger)
+    }
+
+    func run() {
+        while let outcomes = pipeline.toReply.take() {
+            var pending = outcomes
+            var attempts = 0
+            // After a round trip lost with its connection, Redis may already have run those reply
+            // scripts: a resend then finds the jobs gone ("0"). They were most likely answered by
+            // that lost attempt, so they are counted and audited then (a rare double count beats
+            // a missing audit entry).
+            var resent = false
+            while !pending.isEmpty {
+                guard let connection = keeper.connection(giveUp: { false }) else { break }
+                do throws(RedisError) {
+                    attempts += 1
+                    pending = try deliver(pending, connection, attempt: attempts, resent: resent)
+                } catch {
+                    resent = true
+                    keeper.failed(error, doing: "answering jobs")
+                }
+            }
+            pipeline.held.add(-outcomes.count, ordering: .releasing)
+        }
+        keeper.close()
+    }
+
+    /// Answers a batch in one round trip; returns the outcomes that must be tried again.
+    private func deliver(_ outcomes: [Outcome], _ connection: RedisConnection, attempt: Int, resent: Bool) throws(RedisError) -> [Outcome] {
+        let ttl = Array(String(configuration.replyTTL).utf8)
+        let maxDead = Array(String(configuration.deadListLength).utf8)
+        var calls: [RedisScriptCall] = []
+        calls.reserveCapacity(outcomes.count)
+        for o in outcomes {
+            switch o.kind {
+            case .reply(let replyTo, let payload):
+                calls.append(RedisScriptCall(script: Scripts.reply, keys: [inflightKey, Array(replyTo.utf8), recoveriesKey], arguments: [o.raw, payload, ttl]))
+            case .dead(let entry):
+                calls.append(RedisScriptCall(script: Scripts.dead, keys: [inflightKey, deadKey, recoveriesKey], arguments: [o.raw, entry, maxDead]))
+            case .deadInRedis:
+                continue
+            }
+        }
+        var replies = try connection.evaluate(calls).makeIterator()
+        var failed: [Outcome] = []
+        var redirected: [Outcome] = []
+        var answered: [Outcome] = []
+        for o in outcomes {
+            let r: RedisReply
+            if case .deadInRedis = o.kind { r = .integer(1) } else if let next = replies.next() { r = next } else { break }
+            if let e = r.errorMessage {
+                failed.append(o)
+                state.noteError("answering a job: \(e)")
+                continue
+            }
+            switch r.integer {
+            case 1:
+                ledger.answered(o)
+                answered.append(o)
+            case -2: redirected.append(deadInstead(o))
+            case 0 where resent:  // probably answered by the lost attempt
+                ledger.answered(o)
+                answered.append(o)
+            default:
+                // 0: no longer ours (this worker stalled past its heartbeat and the job was requeued);
+                // whoever holds it now answers it. Counted, so a fleet that keeps stalling shows.
+                ledger.stale()
+            }
+        }
+        audit(answered, connection)
+        if !failed.isEmpty {
+            if attempt >= 10 {
+                logger.error("giving up answering jobs after 10 attempts; they stay in this worker's in-flight list and are taken again", metadata: ["jobs": "\(failed.count)", "error": "\(state.lastErrorText ?? "")"])
+                pipeline.recoveryRequested.store(true, ordering: .releasing)
+                return redirected
+            }
+            keeper.serverError(state.lastErrorText ?? "error reply", doing: "answering jobs")
+        }
+        return failed + redirected
+    }
+
+    /// Appends answered jobs to the audit trail: a capped stream (XADD MAXLEN ~) or log lines.
+    /// Best effort: an audit failure is logged and never holds up replies.
+    private func audit(_ answered: [Outcome], _ connection: RedisConnection) {
+        let records = answered.compactMap(\.audit)
+        guard !records.isEmpty else { return }
+        switch configuration.audit {
+        case .off: return
+        case .log:
+            for r in records {
+                logger.info("audit", metadata: Logger.Metadata(uniqueKeysWithValues: r.fields.map { ($0.0, Logger.MetadataValue.string($0.1)) }))
+            }
+        case .stream:
+            let key = Array(configuration.namespace.audit.utf8)
+            let length = Array(String(configuration.auditStreamLength).utf8)
+            let now = Array(String(JobProcessor.milliseconds()).utf8)
+            let commands: [[[UInt8]]] = records.map { r in
+                [Array("XADD".utf8), key, Array("MAXLEN".utf8), Array("~".utf8), length, Array("*".utf8), Array("at".utf8), now]
+                    + r.fields.flatMap { [Array($0.0.utf8), Array($0.1.utf8)] }
+            }
+            do {
+                let replies = try connection.pipeline(commands)
+                if let e = replies.compactMap(\.errorMessage).first { state.noteError("audit: \(e)") }
+            } catch {
+                state.noteError("audit: \(error.message)")
+            }
+        }
+    }
+
+    /// A job whose `reply_to` holds something other than a list cannot be answered there.
+    private func deadInstead(_ o: Outcome) -> Outcome {
+        let error = SigningError(.invalidJob, "reply_to names a key that is not a list; the reply could not be pushed")
+        let entry = ReplyEncoder.dead(error: error, job: o.raw, worker: configuration.workerID, atMilliseconds: JobProcessor.milliseconds())
+        return Outcome(raw: o.raw, kind: .dead(entry: entry), error: .invalidJob)
+    }
+}
