@@ -19,7 +19,7 @@ struct Worker: AsyncParsableCommand {
             signal exits at once (held jobs stay in the in-flight list and another worker requeues \
             them).
 
-            Settings (file key, or CFSIGN_ and the key in capitals): \
+            Settings (file key / CFSIGN_ variable): \
             \(WorkerConfiguration.keys.joined(separator: ", ")). See worker-config/worker.conf for \
             each one's meaning and default.
 
