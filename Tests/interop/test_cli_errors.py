@@ -289,31 +289,13 @@ def test_keys_generate_says_an_ec_key_pair(cfsign, tmp_path):
 @pytest.fixture(scope="module")
 def redis_with_password(tmp_path_factory):
     """A real redis-server on a free loopback port that wants the password test-only-secret."""
-    import socket
+    from cfsign_support import RedisServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    folder = tmp_path_factory.mktemp("redis-auth")
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder), "--requirepass", "test-only-secret"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-    )
+    server = RedisServer(tmp_path_factory.mktemp("redis-auth"), extra_args=["--requirepass", "test-only-secret"]).start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("redis-server with a password did not start")
-                time.sleep(0.05)
-        yield port
+        yield server.port
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
 
 
 @pytest.mark.parametrize("command", [["status"], ["keygroup", "show"], ["request", URL, "--expires-in", "1h", "--timeout", "2"]],
