@@ -6,9 +6,9 @@ import Foundation
 /// Every setting of a worker, validated. Built by `WorkerConfiguration.load` from (lowest to highest
 /// precedence) defaults, a config file, `CFSIGN_*` environment variables and command-line flags.
 ///
-/// The file format is `key = value` lines with `#` comments, whole-line or end-of-line (like redis.conf or an env file): every
-/// setting is one flat scalar, so nothing richer is needed, and it is trivially diffable and
-/// templatable. `worker-config/worker.conf` lists every key with its default.
+/// The file format is `key = value` lines with `#` comments, on a line of their own or at the end
+/// of a setting (like redis.conf or an env file): every setting is one flat scalar, so nothing
+/// richer is needed, and it is trivially diffable and templatable. `worker-config/worker.conf` lists every key with its default.
 public struct WorkerConfiguration: Sendable {
     /// `redis`: where the queue lives. Default `redis://127.0.0.1:6379`.
     public var redis: RedisURL = .default

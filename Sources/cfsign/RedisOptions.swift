@@ -44,7 +44,8 @@ struct RedisOptions: ParsableArguments {
     static func explain(_ message: String) -> String {
         let login = ["refused the login", "WRONGPASS", "NOAUTH", "invalid password", "invalid username-password"]
         if login.contains(where: { message.contains($0) }) {
-            return "\(message): authentication failed; check the user and password in the Redis URL (redis://[user:]password@host:port, given with --redis or CFSIGN_REDIS)"
+            let said = message.hasSuffix(".") ? String(message.dropLast()) : message
+            return "\(said): authentication failed; check the user and password in the Redis URL (redis://[user]:password@host:port, given with --redis or CFSIGN_REDIS)"
         }
         return "\(message) (is Redis running? set --redis or CFSIGN_REDIS)"
     }
