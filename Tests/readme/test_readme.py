@@ -119,3 +119,10 @@ def test_readme_tutorial_runs_top_to_bottom(cfsign_bin, tmp_path):
     assert not timed_out, f"the README tutorial did not finish within {TIMEOUT} s; stuck in {where}{detail}"
     assert proc.returncode == 0, f"a README command failed (exit {proc.returncode}) in {where}{detail}"
     assert "all blocks ran" in err, f"the README tutorial stopped early in {where}{detail}"
+
+
+def test_scripts_readme_lists_every_script():
+    listed = (REPO_ROOT / "scripts" / "README.md").read_text()
+    scripts = sorted(p.name for p in (REPO_ROOT / "scripts").iterdir() if p.name != "README.md" and not p.name.startswith("."))
+    missing = [name for name in scripts if f"`{name}`" not in listed and f"`{name}/`" not in listed]
+    assert not missing, f"scripts/README.md does not list {missing}"
