@@ -27,9 +27,14 @@ struct Keys: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print the public key PEM of a key in an HSM, to upload to CloudFront.",
             discussion: """
-                The key never leaves the token: the public key is read from the token (its public key
-                object, or the private key's public attributes). Example:
-                  cfsign keys public --uri 'pkcs11:token=cfsign;object=K2JCJMDEHXQW5F?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/cfsign/pin'
+                The key never leaves the token: the public key is read from the token (its public \
+                key object, or the private key's public attributes).
+
+                Examples:
+                  uri='pkcs11:token=cfsign;object=K2JCJMDEHXQW5F'
+                  uri+='?module-path=/usr/lib/softhsm/libsofthsm2.so'
+                  uri+='&pin-source=file:/etc/cfsign/pin'
+                  cfsign keys public --uri "$uri" > K2JCJMDEHXQW5F.pub.pem
                 """
         )
 
