@@ -137,7 +137,13 @@ public final class PrivateKey: @unchecked Sendable {
             return .ecP256
         }
         let name = EVP_PKEY_get0_type_name(pkey).map { String(cString: $0) } ?? "unknown"
-        throw KeyError(source: source, reason: "is a \(name) key; CloudFront accepts RSA-2048 and EC P-256 keys only")
+        throw KeyError(source: source, reason: "is \(article(name)) \(name) key; CloudFront accepts RSA-2048 and EC P-256 keys only")
+    }
+
+    /// "a" or "an" before a key type read letter by letter (an ED25519, an X448, a DSA, a DH).
+    static func article(_ name: String) -> String {
+        guard let first = name.uppercased().first else { return "a" }
+        return "AEFHILMNORSX".contains(first) ? "an" : "a"
     }
 
     /// Signs `message` (the policy bytes): RSA PKCS#1 v1.5 or ECDSA (DER) over the digest.

@@ -6,9 +6,9 @@ import Foundation
 /// Every setting of a worker, validated. Built by `WorkerConfiguration.load` from (lowest to highest
 /// precedence) defaults, a config file, `CFSIGN_*` environment variables and command-line flags.
 ///
-/// The file format is `key = value` lines with `#` comments (like redis.conf or an env file): every
-/// setting is one flat scalar, so nothing richer is needed, and it is trivially diffable and
-/// templatable. `worker-config/worker.conf` lists every key with its default.
+/// The file format is `key = value` lines with `#` comments, on a line of their own or at the end
+/// of a setting (like redis.conf or an env file): every setting is one flat scalar, so nothing
+/// richer is needed, and it is trivially diffable and templatable. `worker-config/worker.conf` lists every key with its default.
 public struct WorkerConfiguration: Sendable {
     /// `redis`: where the queue lives. Default `redis://127.0.0.1:6379`.
     public var redis: RedisURL = .default
@@ -205,6 +205,10 @@ extension WorkerConfiguration {
         var config = WorkerConfiguration()
         if let file {
             let text: String
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), isDirectory.boolValue {
+                throw ConfigurationError("cannot read config file \(file): it is a directory; give the file (key = value lines)")
+            }
             do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
                 throw ConfigurationError("cannot read config file \(file): \(error.localizedDescription)")
             }
@@ -215,8 +219,7 @@ extension WorkerConfiguration {
                     throw ConfigurationError("\(file) line \(number + 1): expected `key = value`, got \"\(trimmed)\"")
                 }
                 let key = trimmed[..<eq].trimmingCharacters(in: .whitespaces)
-                var value = trimmed[trimmed.index(after: eq)...].trimmingCharacters(in: .whitespaces)
-                if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+                let value = try Self.value(of: trimmed[trimmed.index(after: eq)...], source: "\(file) line \(number + 1)")
                 try apply(&config, key: key, value: value, source: "\(file) line \(number + 1)")
             }
         }
@@ -231,6 +234,32 @@ extension WorkerConfiguration {
         }
         try config.validate()
         return config
+    }
+
+    /// The value part of a `key = value` line: a `#` after whitespace starts a comment (so a
+    /// setting can carry a note, `audit = stream  # one entry per job`), while a `#` inside a
+    /// word (`redis://:pa#ss@host`) or inside double quotes stays part of the value.
+    static func value(of text: Substring, source: String) throws(ConfigurationError) -> String {
+        let rest = text.trimmingCharacters(in: .whitespaces)
+        if rest.hasPrefix("\"") {
+            let body = rest.dropFirst()
+            guard let close = body.firstIndex(of: "\"") else {
+                throw ConfigurationError("\(source): a quoted value has no closing \"")
+            }
+            let after = body[body.index(after: close)...].trimmingCharacters(in: .whitespaces)
+            guard after.isEmpty || after.hasPrefix("#") else {
+                throw ConfigurationError("\(source): unexpected text after the quoted value: \(after)")
+            }
+            return String(body[..<close])
+        }
+        var previous: Character = " "
+        for i in rest.indices {
+            if rest[i] == "#", previous == " " || previous == "\t" {
+                return rest[..<i].trimmingCharacters(in: .whitespaces)
+            }
+            previous = rest[i]
+        }
+        return rest
     }
 
     static func apply(_ config: inout WorkerConfiguration, key: String, value: String, source: String) throws(ConfigurationError) {

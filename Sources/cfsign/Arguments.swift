@@ -9,6 +9,24 @@ struct TimeArgument: ExpressibleByArgument, Sendable {
         epochSeconds = t
     }
     static var defaultCompletionKind: CompletionKind { .default }
+
+    /// For `@Option(parsing: .unconditional, transform:)`: the value, or an error that says which
+    /// forms are accepted (the parser's own message only says "is invalid").
+    static func parse(_ text: String) throws -> TimeArgument {
+        if let t = TimeArgument(argument: text) { return t }
+        let forms = "give epoch seconds (1803859200) or ISO 8601 with a time and a zone (2027-03-01T00:00:00Z, 2027-03-01T00:00:00+02:00)"
+        if text.hasPrefix("-") { throw ValidationError("a time cannot be negative; \(forms)") }
+        let b = Array(text.utf8)
+        let isDigit = { (c: UInt8) in c >= 0x30 && c <= 0x39 }
+        if b.count == 10, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"), b.enumerated().allSatisfy({ $0.offset == 4 || $0.offset == 7 || isDigit($0.element) }) {
+            throw ValidationError("a date without a time of day; \(forms)")
+        }
+        if b.count == 19, b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: " ") {
+            throw ValidationError("no time zone; add Z for UTC or an offset such as +02:00 (\(text)Z)")
+        }
+        if text.contains(".") { throw ValidationError("fractions of a second are not accepted (CloudFront's conditions are whole seconds); \(forms)") }
+        throw ValidationError(forms)
+    }
 }
 
 /// `--expires-in`, lifetimes: seconds or a number with s, m, h, d.
@@ -17,6 +35,14 @@ struct DurationArgument: ExpressibleByArgument, Sendable {
     init?(argument: String) {
         guard let s = Durations.parse(argument) else { return nil }
         seconds = s
+    }
+
+    /// For `@Option(parsing: .unconditional, transform:)`, so `--expires-in -5` reaches this check
+    /// instead of being read as a flag ("Missing value"); the error names the accepted forms.
+    static func parse(_ text: String) throws -> DurationArgument {
+        if let d = DurationArgument(argument: text) { return d }
+        if text.hasPrefix("-") { throw ValidationError("a duration cannot be negative; give \(Durations.help)") }
+        throw ValidationError("give \(Durations.help)")
     }
 }
 
@@ -32,13 +58,13 @@ struct PolicyOptions: ParsableArguments {
     @Argument(help: "The object's absolute http(s) URL, unsigned.")
     var url: String
 
-    @Option(help: ArgumentHelp("When the link stops working: \(Timestamps.help).", valueName: "time"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("When the link stops working: \(Timestamps.help).", valueName: "time"), transform: TimeArgument.parse)
     var expiresAt: TimeArgument?
 
-    @Option(help: ArgumentHelp("How long the link works from signing: \(Durations.help).", valueName: "duration"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("How long the link works from signing: \(Durations.help).", valueName: "duration"), transform: DurationArgument.parse)
     var expiresIn: DurationArgument?
 
-    @Option(help: ArgumentHelp("The link works only after this time (custom policy).", valueName: "time"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("The link works only after this time (custom policy).", valueName: "time"), transform: TimeArgument.parse)
     var startsAt: TimeArgument?
 
     @Option(help: ArgumentHelp("IPv4 address or CIDR range the viewer must come from (custom policy).", valueName: "cidr"))

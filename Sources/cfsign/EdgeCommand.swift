@@ -11,6 +11,10 @@ import Synchronization
 struct Edge: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a local CloudFront stand-in that serves files only to valid signed URLs or signed cookies.",
+        usage: """
+            cfsign edge (--root <dir> | --origin <url>) --listen <host:port>
+              (--public-key <id=file> ... | --keygroup-from-redis) [<options>]
+            """,
         discussion: """
             Serves the files under --root (or forwards to --origin) for GET and HEAD requests that carry \
             a valid signed URL (Expires or Policy, Signature, Key-Pair-Id, Hash-Algorithm in the query) \
@@ -128,7 +132,7 @@ struct Edge: AsyncParsableCommand {
             let ns = try redis.ns
             let r = KeyGroupReloader(url: url, namespace: ns, keys: trusted, interval: keygroupPollInterval, logger: logger)
             do { try r.loadInitial() } catch {
-                throw Terminal.fail(nil, "edge not started: cannot read the key group from Redis at \(url): \(error.message) (is Redis running? set --redis or CFSIGN_REDIS)")
+                throw Terminal.fail(nil, "edge not started: cannot read the key group from Redis at \(url): \(RedisOptions.explain(error.message))")
             }
             reloader = r
         } else {

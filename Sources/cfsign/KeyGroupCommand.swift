@@ -9,9 +9,16 @@ struct KeyGroupCommand: ParsableCommand {
         commandName: "keygroup",
         abstract: "Show, set or rotate the key group the fleet signs with ({NS}:keygroup).",
         discussion: """
-            Workers load a new group completely before they swap it in, and refuse a broken one whole
-            (cfsign status shows refusals). Versions only grow: set and rotate pick or require a version
-            above both the stored group and every version a live worker reports.
+            Workers load a new group completely before they swap it in, and refuse a broken one \
+            whole (cfsign status shows refusals). Versions only grow: set and rotate pick or require \
+            a version above both the stored group and every version a live worker reports.
+
+            Examples:
+              cfsign keygroup show
+              cfsign keygroup set group.json --check-files
+              cfsign keygroup rotate --key-id KNEWKEY \\
+                --private-key-file /etc/cfsign/keys/KNEWKEY.pem \\
+                --public-key KNEWKEY.pub.pem
             """,
         subcommands: [Show.self, Set.self, Rotate.self]
     )
@@ -80,10 +87,16 @@ struct KeyGroupCommand: ParsableCommand {
     struct Set: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Validate a key group file and store it (SET + PUBLISH in one transaction).",
+            usage: "cfsign keygroup set <file> [--check-files] [<options>]",
             discussion: """
-                FILE is the group as PROTOCOL.md shows it. "version" may be left out: the next version is
-                chosen above the stored group and every version a live worker reports; a version given
-                must be higher than those. Nothing is written when the group is refused.
+                FILE is the group as PROTOCOL.md shows it. "version" may be left out: the next \
+                version is chosen above the stored group and every version a live worker reports; a \
+                version given must be higher than those. Nothing is written when the group is refused.
+
+                Examples:
+                  cfsign keygroup set group.json
+                  cfsign keygroup set group.json --check-files \\
+                    --redis redis://127.0.0.1:6379 --namespace cfsign
                 """
         )
 
@@ -94,6 +107,10 @@ struct KeyGroupCommand: ParsableCommand {
 
         func run() throws {
             let data: Data
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), isDirectory.boolValue {
+                throw Terminal.fail(nil, "cannot read \(file): it is a directory; give the key group JSON file")
+            }
             do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
                 throw Terminal.fail(nil, "cannot read \(file): \(error.localizedDescription)")
             }
@@ -106,10 +123,19 @@ struct KeyGroupCommand: ParsableCommand {
     struct Rotate: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Make a new key the active one: next version, new key first, previous keys kept for key_id use.",
+            usage: """
+                cfsign keygroup rotate --key-id <id> --private-key-file <path>
+                  [--public-key <file>] [--keep <n>] [<options>]
+                """,
             discussion: """
-                Builds the next version from the stored group: the new key becomes active and the keys
-                before it are kept (most recent first, at most --keep of them) so jobs can still ask for
-                them with key_id. Then stores it as `cfsign keygroup set` does.
+                Builds the next version from the stored group: the new key becomes active and the \
+                keys before it are kept (most recent first, at most --keep of them) so jobs can still \
+                ask for them with key_id. Then stores it as `cfsign keygroup set` does.
+
+                Examples:
+                  cfsign keygroup rotate --key-id KNEWKEY \\
+                    --private-key-file /etc/cfsign/keys/KNEWKEY.pem \\
+                    --public-key KNEWKEY.pub.pem --keep 1
                 """
         )
 

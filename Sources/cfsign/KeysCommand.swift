@@ -28,9 +28,14 @@ struct Keys: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print the public key PEM of a key in an HSM, to upload to CloudFront.",
             discussion: """
-                The key never leaves the token: the public key is read from the token (its public key
-                object, or the private key's public attributes). Example:
-                  cfsign keys public --uri 'pkcs11:token=cfsign;object=K2JCJMDEHXQW5F?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/cfsign/pin'
+                The key never leaves the token: the public key is read from the token (its public \
+                key object, or the private key's public attributes).
+
+                Examples:
+                  uri='pkcs11:token=cfsign;object=K2JCJMDEHXQW5F'
+                  uri+='?module-path=/usr/lib/softhsm/libsofthsm2.so'
+                  uri+='&pin-source=file:/etc/cfsign/pin'
+                  cfsign keys public --uri "$uri" > K2JCJMDEHXQW5F.pub.pem
                 """
         )
 
@@ -50,8 +55,13 @@ struct Keys: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Make a new CloudFront signing key pair: the private key (mode 0600) and the public key to upload.",
             discussion: """
-                Writes DIR/NAME.pem (private, PKCS#8, mode 0600) and DIR/NAME.pub.pem (public, to upload to
-                CloudFront). Existing files are never overwritten. Prints the two paths on stdout.
+                Writes DIR/NAME.pem (private, PKCS#8, mode 0600) and DIR/NAME.pub.pem (public, to \
+                upload to CloudFront). Existing files are never overwritten. Prints the two paths on \
+                stdout.
+
+                Examples:
+                  cfsign keys generate --type ec --out keys --name my-first-key
+                  cfsign keys generate --type rsa --out /etc/cfsign/keys
                 """
         )
 
@@ -102,16 +112,27 @@ struct Keys: ParsableCommand {
             Terminal.result(privatePath)
             Terminal.result(publicPath)
             Terminal.info("""
-                Made a \(key.type.rawValue) key pair.
+                Made an \(key.type.rawValue) key pair.
                 Next:
                   1. In the CloudFront console (Key management > Public keys), create a public key from
                      \(publicPath); note its ID (e.g. K2JCJMDEHXQW5F).
                   2. Add that public key to a key group, and set the key group as a trusted key group of the
                      distribution's behaviour (Restrict viewer access).
                   3. Sign a first link:
-                     cfsign sign https://YOUR-DISTRIBUTION.cloudfront.net/path --key-id ID --private-key \(privatePath) --expires-in 1h
+                     cfsign sign https://YOUR-DISTRIBUTION.cloudfront.net/path \\
+                       --key-id ID --private-key \(privatePath) --expires-in 1h
                 Keep \(privatePath) secret (mode 0600); never commit it.
                 """)
+            if !Self.onPath("cfsign") {
+                Terminal.info("(cfsign is not on your PATH: scripts/install in the cfsign checkout links it into ~/.local/bin; see README.md)")
+            }
+        }
+
+        /// Whether `name` is an executable in a folder of $PATH, so the printed hint's bare
+        /// `cfsign` would run as pasted.
+        static func onPath(_ name: String) -> Bool {
+            let folders = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":")
+            return folders.contains { access("\($0)/\(name)", X_OK) == 0 }
         }
 
         /// Creates the file exclusively (O_EXCL) with its final mode, so no one reads a partial key.

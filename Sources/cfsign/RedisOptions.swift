@@ -34,7 +34,18 @@ struct RedisOptions: ParsableArguments {
         do {
             return try FleetConnection.open(url, namespace: ns, connectTimeout: 5, commandTimeout: commandTimeout)
         } catch {
-            throw Terminal.fail(nil, "\(error.message) (is Redis running? set --redis or CFSIGN_REDIS)")
+            throw Terminal.fail(nil, Self.explain(error.message))
         }
+    }
+
+    /// A failed connection's message with what to check: a refused login is a wrong user or
+    /// password in the URL, not a Redis that is down, so it must not say "is Redis running?".
+    static func explain(_ message: String) -> String {
+        let login = ["refused the login", "WRONGPASS", "NOAUTH", "invalid password", "invalid username-password"]
+        if login.contains(where: { message.contains($0) }) {
+            let said = message.hasSuffix(".") ? String(message.dropLast()) : message
+            return "\(said): authentication failed; check the user and password in the Redis URL (redis://[user]:password@host:port, given with --redis or CFSIGN_REDIS)"
+        }
+        return "\(message) (is Redis running? set --redis or CFSIGN_REDIS)"
     }
 }

@@ -7,9 +7,15 @@ struct Request: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ask the fleet to sign one link: enqueue a job on Redis, wait for its reply, print it.",
         discussion: """
-            Plain output is exactly what `cfsign sign` prints for the same link; --json prints the reply
-            object. --key-id is the job's key_id (a non-active key of the key group). Exit 1 on an error
-            reply (its code on stderr) or when no worker answers within --timeout.
+            Plain output is exactly what `cfsign sign` prints for the same link; --json prints the \
+            reply object. --key-id is the job's key_id (a non-active key of the key group). Exit 1 \
+            on an error reply (its code on stderr) or when no worker answers within --timeout.
+
+            Examples:
+              cfsign request https://d111111abcdef8.cloudfront.net/invoices/42.pdf \\
+                --expires-in 1h --redis redis://127.0.0.1:6379
+              cfsign request https://d111111abcdef8.cloudfront.net/reports/q3.pdf \\
+                --expires-in 10m --cookies --json
             """
     )
 
@@ -33,7 +39,7 @@ struct Request: AsyncParsableCommand {
         do {
             client = try CFSignClient(configuration: .init(redis: try redis.redisURL, namespace: try redis.ns))
         } catch {
-            throw Terminal.fail(nil, "\(error) (is Redis running? set --redis or CFSIGN_REDIS)")
+            throw Terminal.fail(nil, RedisOptions.explain("\(error)"))
         }
         defer { client.close() }
         do {

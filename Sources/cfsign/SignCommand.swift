@@ -11,10 +11,10 @@ struct LocalKeyOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Private key file: RSA-2048 or EC P-256, PEM (PKCS#1, SEC1 or PKCS#8).", valueName: "file"))
     var privateKey: String?
 
-    @Option(help: ArgumentHelp("Instead of --private-key: a key in an HSM, as a PKCS#11 URI (pkcs11:token=...;object=...?module-path=...&pin-source=file:...).", valueName: "uri"))
+    @Option(help: ArgumentHelp("Instead of --private-key: a key in an HSM, as a PKCS#11 URI: pkcs11:token=...;object=... with ?module-path=... and &pin-source=file:... (see cfsign keys public --help).", valueName: "uri"))
     var privateKeyUri: String?
 
-    @Option(help: ArgumentHelp("Refuse links that live longer than this (\(Durations.help)); no limit by default.", valueName: "duration"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Refuse links that live longer than this (\(Durations.help)); no limit by default.", valueName: "duration"), transform: DurationArgument.parse)
     var maxLifetime: DurationArgument?
 
     func validate() throws {
@@ -49,14 +49,25 @@ struct LocalKeyOptions: ParsableArguments {
 struct Sign: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Sign one CloudFront URL or cookie set locally, like `aws cloudfront sign` (no Redis).",
+        // Written out: the generated one is a single line of over 200 columns.
+        usage: """
+            cfsign sign <url> --key-id <id> --private-key <file>
+              (--expires-at <time> | --expires-in <duration>) [<options>]
+            """,
         discussion: """
-            A canned policy is used unless --starts-at, --ip or --resource asks for a custom one.
-            Plain output is the signed URL, or one Name=value line per cookie; --json prints the reply
-            object a worker would push. Bad input exits 1 with the contract's error code on stderr.
+            A canned policy is used unless --starts-at, --ip or --resource asks for a custom one. \
+            Plain output is the signed URL, or one Name=value line per cookie; --json prints the \
+            reply object a worker would push. Bad input exits 1 with the contract's error code on \
+            stderr.
 
-            Example:
+            Examples:
               cfsign sign https://d111111abcdef8.cloudfront.net/invoices/42.pdf \\
-                --key-id K2JCJMDEHXQW5F --private-key keys/K2JCJMDEHXQW5F.pem --expires-in 30d
+                --key-id K2JCJMDEHXQW5F --private-key keys/my-first-key.pem \\
+                --expires-in 30d
+              cfsign sign https://d111111abcdef8.cloudfront.net/reports/q3.pdf \\
+                --key-id K2JCJMDEHXQW5F --private-key keys/my-first-key.pem \\
+                --expires-in 10m --cookies \\
+                --resource 'https://d111111abcdef8.cloudfront.net/reports/*'
             """
     )
 
@@ -84,10 +95,16 @@ struct SignBatch: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sign-batch",
         abstract: "Sign contract jobs from stdin (one JSON object per line) locally; print one reply per line.",
+        usage: "cfsign sign-batch --key-id <id> --private-key <file> [<options>]",
         discussion: """
-            Each line is a job as PROTOCOL.md describes it (id, reply_to, url, expires_at|expires_in, ...).
-            The reply a worker would push is printed for each, in order; a job a worker would send to the
-            dead list prints its dead entry. A job's key_id must be --key-id. Exit 0 once all are read.
+            Each line is a job as PROTOCOL.md describes it (id, reply_to, url, expires_at or \
+            expires_in, ...). The reply a worker would push is printed for each, in order; a job a \
+            worker would send to the dead list prints its dead entry. A job's key_id must be \
+            --key-id. Exit 0 once all are read.
+
+            Examples:
+              cfsign sign-batch --key-id K2JCJMDEHXQW5F \\
+                --private-key keys/my-first-key.pem < jobs.jsonl > replies.jsonl
             """
     )
 

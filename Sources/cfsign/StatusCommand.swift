@@ -6,7 +6,17 @@ import Foundation
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The fleet at a glance: workers, versions, queue depth, in-flight jobs, dead list.",
-        discussion: "Exit 0 when at least one worker is live, every live worker signs with the stored key-group version, and none reports a refusal; 1 otherwise, with the reason on stderr. With --watch it keeps running."
+        usage: "cfsign status [--json] [--watch] [--interval <s>] [<options>]",
+        discussion: """
+            Exit 0 when at least one worker is live, every live worker signs with the stored \
+            key-group version, and none reports a refusal; 1 otherwise, with the reason on stderr. \
+            With --watch it keeps running.
+
+            Examples:
+              cfsign status
+              cfsign status --watch --interval 1
+              cfsign status --json --redis redis://127.0.0.1:6379
+            """
     )
 
     @OptionGroup var redis: RedisOptions

@@ -6,16 +6,24 @@ import Foundation
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a signed URL (or signed cookies) the way CloudFront would, and say why it would be refused.",
+        usage: """
+            cfsign verify <url> --public-key <file> ... [--ip <addr>] [--at <time>]
+              [--cookie <name=value> ...] [<options>]
+            """,
         discussion: """
-            Checks the key id, the signature against the public key, the policy (expiry, start time,
-            IP range) and that the URL matches the policy's resource, wildcards included.
-            Exit 0: CloudFront would accept; exit 1: it would refuse (the reason on stderr).
-            A policy with an IP condition needs --ip.
+            Checks the key id, the signature against the public key, the policy (expiry, start \
+            time, IP range) and that the URL matches the policy's resource, wildcards included. \
+            Exit 0: CloudFront would accept; exit 1: it would refuse (the reason on stderr). A \
+            policy with an IP condition needs --ip.
 
             Examples:
-              cfsign verify 'https://d111111abcdef8.cloudfront.net/a.pdf?Expires=...&Signature=...&Key-Pair-Id=K2J...' --public-key k.pub.pem
-              cfsign verify https://d111111abcdef8.cloudfront.net/a.pdf --cookie CloudFront-Policy=... \\
-                --cookie CloudFront-Signature=... --cookie CloudFront-Key-Pair-Id=K2J... --public-key k.pub.pem
+              cfsign verify "$url" --public-key keys/my-first-key.pub.pem
+              cfsign verify "$url" --ip 203.0.113.7 --at 2027-03-01T00:00:00Z \\
+                --public-key K2JCJMDEHXQW5F=keys/my-first-key.pub.pem
+              cfsign verify https://d111111abcdef8.cloudfront.net/a.pdf \\
+                --cookie CloudFront-Policy=... --cookie CloudFront-Signature=... \\
+                --cookie CloudFront-Key-Pair-Id=K2JCJMDEHXQW5F \\
+                --public-key keys/my-first-key.pub.pem
             """
     )
 
@@ -31,7 +39,7 @@ struct Verify: ParsableCommand {
     @Option(help: ArgumentHelp("The viewer's IPv4 address.", valueName: "addr"))
     var ip: String?
 
-    @Option(help: ArgumentHelp("Check as of this time (\(Timestamps.help)); default now.", valueName: "time"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Check as of this time (\(Timestamps.help)); default now.", valueName: "time"), transform: TimeArgument.parse)
     var at: TimeArgument?
 
     @Flag(help: "Print the verdict as JSON on stdout.")

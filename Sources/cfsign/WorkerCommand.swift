@@ -11,20 +11,29 @@ struct Worker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a signing worker: take jobs from Redis, sign them, answer on each job's reply list.",
         discussion: """
-            Runs with no config file and every setting at its default; reads a file only when --config
-            names one. Precedence: flags > CFSIGN_* environment variables > config file > defaults.
-            Keys come from {NS}:keygroup (cfsign keygroup set). Logs go to stderr.
-            SIGTERM/SIGINT: stop taking jobs, answer the ones held, deregister, exit 0; a second signal
-            exits at once (held jobs stay in the in-flight list and another worker requeues them).
-            Settings (file key / CFSIGN_ variable): \(WorkerConfiguration.keys.joined(separator: ", ")).
-            See worker-config/worker.conf for each one's meaning and default.
+            Runs with no config file and every setting at its default; reads a file only when \
+            --config names one. Precedence: flags > CFSIGN_* environment variables > config file > \
+            defaults. Keys come from {NS}:keygroup (cfsign keygroup set). Logs go to stderr.
+
+            SIGTERM/SIGINT: stop taking jobs, answer the ones held, deregister, exit 0; a second \
+            signal exits at once (held jobs stay in the in-flight list and another worker requeues \
+            them).
+
+            Settings (file key / CFSIGN_ variable): \
+            \(WorkerConfiguration.keys.joined(separator: ", ")). See worker-config/worker.conf for \
+            each one's meaning and default.
+
+            Examples:
+              cfsign worker --redis redis://127.0.0.1:6379 --namespace cfsign
+              cfsign worker --config /etc/cfsign/worker.conf \\
+                --http-address 127.0.0.1:9464
             """
     )
 
     @Option(help: ArgumentHelp("Config file (key = value lines).", valueName: "file"))
     var config: String?
 
-    @Option(help: ArgumentHelp("Redis URL: redis://[user:password@]host:port[/db] (any node of a Redis Cluster), unix:///path.sock[?db=N], or redis+sentinel://[user:password@]host:port[,host:port...]/master[/db]. Default redis://127.0.0.1:6379.", valueName: "url"))
+    @Option(help: ArgumentHelp("Redis URL: redis://[user:password@]host:port[/db] (any node of a Redis Cluster), unix:///path.sock[?db=N], or redis+sentinel://host:port[,host:port]/master[/db] (with the same [user:password@] login). Default redis://127.0.0.1:6379.", valueName: "url"))
     var redis: String?
 
     @Option(help: ArgumentHelp("Namespace: every key starts with {NS}:. Default cfsign.", valueName: "ns"))
@@ -93,7 +102,9 @@ struct Worker: AsyncParsableCommand {
                 http = try HTTPServer(host: host, port: port, limits: limits, logger: logger) { request in
                     WorkerEndpoints.respond(to: request, worker: worker, registry: registry)
                 }
-                logger.notice("serving /metrics, /healthz, /readyz", metadata: ["http_address": "\(address)"])
+                // The bound port, not the asked one: with port 0 this line is the only place it shows.
+                let bound = "\(host.contains(":") ? "[\(host)]" : host):\(http!.port)"
+                logger.notice("listening on \(bound), serving /metrics, /healthz, /readyz", metadata: ["http_address": "\(bound)"])
             } catch {
                 throw Terminal.fail(nil, "worker not started: cannot listen on http_address \(address): \(error)")
             }

@@ -232,6 +232,82 @@ def test_sign_refuses_invalid_key_id(cfsign, rsa_key):
     assert_refused(result, "unknown_key")
 
 
+def test_sign_names_an_ed25519_key_with_the_right_article(sign, bad_key_files):
+    message = assert_refused(sign(URL, "--expires-in", "1h", key=str(bad_key_files["ed25519"])), "no_signing_key")
+    assert "is an ED25519 key" in message, f"grammar of the key type: {message}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage errors: exit 64 (swift-argument-parser's), with a message that says what is accepted
+# ---------------------------------------------------------------------------------------------
+
+
+def assert_usage_error(result: subprocess.CompletedProcess, *wanted: str) -> str:
+    assert result.returncode == 64, f"a usage error exits 64; got {result.returncode}: {result.stderr!r}"
+    assert result.stdout == "", result.stdout
+    for text in wanted:
+        assert text in result.stderr, f"stderr does not say {text!r}: {result.stderr!r}"
+    return result.stderr
+
+
+@pytest.mark.parametrize("flags", [["--expires-in", "-5"], ["--expires-in=-5"]], ids=["separate", "attached"])
+def test_sign_negative_expires_in_says_a_duration_cannot_be_negative(sign, flags):
+    stderr = assert_usage_error(sign(URL, *flags), "cannot be negative", "90m")
+    assert "Missing value" not in stderr, f"-5 was read as a flag: {stderr!r}"
+
+
+def test_sign_unreadable_expires_in_names_the_accepted_forms(sign):
+    assert_usage_error(sign(URL, "--expires-in", "1w"), "'1w'", "3600, 90m, 12h, 30d")
+
+
+def test_sign_expires_at_date_without_time_names_the_accepted_forms(sign):
+    assert_usage_error(sign(URL, "--expires-at", "2027-03-01"), "date without a time", "2027-03-01T00:00:00Z")
+
+
+def test_sign_expires_at_without_zone_says_to_add_one(sign):
+    assert_usage_error(sign(URL, "--expires-at", "2027-03-01T00:00:00"), "no time zone", "2027-03-01T00:00:00Z")
+
+
+def test_root_help_says_usage_errors_exit_64(cfsign):
+    help_text = cfsign("--help").stdout
+    assert re.search(r"64 usage error", help_text), f"root help does not document exit 64: {help_text}"
+    assert cfsign("sign", "--no-such-flag").returncode == 64
+
+
+def test_keygroup_set_of_a_directory_says_it_is_a_directory(cfsign, tmp_path):
+    result = cfsign("keygroup", "set", str(tmp_path), "--redis", "redis://127.0.0.1:1")
+    assert result.returncode == 1, result.stderr
+    assert "is a directory" in result.stderr and "NSCocoaErrorDomain" not in result.stderr, result.stderr
+
+
+def test_keys_generate_says_an_ec_key_pair(cfsign, tmp_path):
+    result = cfsign("keys", "generate", "--type", "ec", "--out", str(tmp_path / "keys"), "--name", "test-only-grammar")
+    assert result.returncode == 0, result.stderr
+    assert "Made an EC P-256 key pair" in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def redis_with_password(tmp_path_factory):
+    """A real redis-server on a free loopback port that wants the password test-only-secret."""
+    from cfsign_support import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis-auth"), extra_args=["--requirepass", "test-only-secret"]).start()
+    try:
+        yield server.port
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("command", [["status"], ["keygroup", "show"], ["request", URL, "--expires-in", "1h", "--timeout", "2"]],
+                         ids=["status", "keygroup-show", "request"])
+def test_wrong_redis_password_says_authentication_failed(cfsign, redis_with_password, command):
+    result = cfsign(*command, "--redis", f"redis://:wrong-password@127.0.0.1:{redis_with_password}")
+    assert result.returncode == 1, result.stderr
+    assert "authentication failed" in result.stderr, f"a wrong password must say so: {result.stderr!r}"
+    assert "is Redis running" not in result.stderr, f"Redis runs; the password is wrong: {result.stderr!r}"
+    assert "wrong-password" not in result.stderr, "the password must never be printed"
+
+
 # ---------------------------------------------------------------------------------------------
 # cfsign sign-batch: bad jobs get the reply or dead entry a worker would push
 # ---------------------------------------------------------------------------------------------

@@ -3,8 +3,10 @@ setting; with no config file at all it runs on defaults."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
+import urllib.request
 
 import pytest
 
@@ -56,3 +58,59 @@ def test_worker_runs_with_no_config_file_and_default_settings(redis_server, work
     assert worker.wait(20) == 0, worker.log()[-2000:]
     assert not r.sismember("{cfsign}:workers", worker_id)
     assert not r.exists(f"{{cfsign}}:worker:{worker_id}")
+
+
+def _worker_with_config(workers, redis_server, tmp_path, text: str, label: str):
+    path = tmp_path / f"{label}.conf"
+    path.write_text(text)
+    return workers.spawn(["--redis", redis_server.url, "--config", str(path)], label, "cfsign")
+
+
+def test_config_file_accepts_end_of_line_comments(redis_server, workers, tmp_path):
+    # The README's signing-policy block has `key = value  # note` lines; pasted into a config file
+    # they must work, not stop the worker.
+    r = redis_server.client()
+    worker = _worker_with_config(workers, redis_server, tmp_path, (
+        "namespace = commented   # the key prefix\n"
+        "worker_id = eol-comment-1\t# tab before the note\n"
+        "resource_wildcards = within-prefix     # never a bare *\n"
+    ), "eol-comment")
+    members = wait_until(lambda: r.smembers("{commented}:workers") or not worker.alive(), 20, what="registration in {commented}:workers")
+    assert worker.alive(), f"a config file with end-of-line comments stopped the worker:\n{worker.log()[-2000:]}"
+    assert members == {b"eol-comment-1"}, f"the comment became part of a value: {members}"
+
+
+def test_config_file_keeps_a_hash_inside_a_quoted_value(redis_server, workers, tmp_path):
+    r = redis_server.client()
+    worker = _worker_with_config(workers, redis_server, tmp_path, 'worker_id = "w#1"   # quoted, then a note\n', "quoted-hash")
+    members = wait_until(lambda: r.smembers("{cfsign}:workers") or not worker.alive(), 20, what="registration in {cfsign}:workers")
+    assert worker.alive(), worker.log()[-2000:]
+    assert members == {b"w#1"}, f"a # inside quotes must stay in the value: {members}"
+
+
+def test_config_file_keeps_a_spaced_hash_inside_quotes_as_part_of_the_value(cfsign_bin, tmp_path):
+    # log_level refuses the value and its message shows it: the " #2" must still be there.
+    path = tmp_path / "worker.conf"
+    path.write_text('log_level = "loud #2"   # a note\n')
+    done = subprocess.run([str(cfsign_bin), "worker", "--redis", f"redis://127.0.0.1:{free_port()}", "--config", str(path)],
+                          env=clean_environment({}), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=15)
+    assert done.returncode != 0, done.stderr
+    assert "log_level = loud #2 " in done.stderr, f"the quoted value lost its ' #2': {done.stderr}"
+
+
+def test_config_file_that_is_a_directory_is_named_as_such(cfsign_bin, tmp_path):
+    done = subprocess.run([str(cfsign_bin), "worker", "--redis", f"redis://127.0.0.1:{free_port()}", "--config", str(tmp_path)],
+                          env=clean_environment({}), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=15)
+    assert done.returncode != 0
+    assert "is a directory" in done.stderr and "NSCocoaErrorDomain" not in done.stderr, done.stderr
+
+
+def test_worker_logs_the_port_it_bound_for_http_address_port_zero(redis_server, workers):
+    worker = workers.spawn(["--redis", redis_server.url, "--http-address", "127.0.0.1:0"], "http-port-0", "cfsign")
+    line = wait_until(lambda: next((l for l in worker.log().splitlines() if "listening on 127.0.0.1:" in l), None) or (not worker.alive() and "exited"),
+                      20, what="a `listening on 127.0.0.1:PORT` log line")
+    assert worker.alive(), worker.log()[-2000:]
+    port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", line).group(1))
+    assert port != 0, f"the log names port 0, not the bound one: {line}"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        assert response.status == 200, f"the logged port {port} does not serve /healthz"
