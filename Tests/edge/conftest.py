@@ -92,11 +92,6 @@ def module_edges(cfsign_bin: Path, tmp_path_factory):
         factory.close()
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    setattr(item, f"report_{report.when}", report)
-    return report
 
 
 @pytest.fixture

@@ -60,11 +60,6 @@ def ec_key(tmp_path_factory) -> Path:
     return make_ec_key(tmp_path_factory.mktemp("test-only-keys"))
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    setattr(item, f"report_{report.when}", report)
-    return report
 
 
 @pytest.fixture

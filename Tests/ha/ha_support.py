@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 import pytest
 import redis
 
-from cfsign_support import free_port  # noqa: F401  (re-exported for the suite's tests)
+from cfsign_support import collect_ids, free_port, heartbeat  # noqa: F401  (re-exported for the suite's tests)
 from cfsign_support import wait_until as _wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -336,28 +336,3 @@ def push(r, ns: str, ids: Iterable[str], chunk: int = 500, reply: str = "t") -> 
         r.lpush(key, *batch)
         n += len(batch)
     return n
-
-
-def collect_ids(r, key: str, wanted: set[str], timeout: float) -> list[dict]:
-    """BLPOPs replies until every id in `wanted` has been seen (duplicates kept), or the deadline."""
-    replies: list[dict] = []
-    seen: set[str] = set()
-    deadline = time.monotonic() + timeout
-    while not wanted <= seen:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        got = r.blpop([key], timeout=min(1.0, max(0.05, left)))
-        if got is None:
-            continue
-        batch = [got[1]] + (r.lpop(key, 1000) or [])
-        for raw in batch:
-            reply = json.loads(raw)
-            replies.append(reply)
-            seen.add(reply.get("id"))
-    return replies
-
-
-def heartbeat(r, ns: str, worker_id: str) -> dict | None:
-    raw = r.get(f"{{{ns}}}:worker:{worker_id}")
-    return json.loads(raw) if raw is not None else None

@@ -23,14 +23,15 @@ from .hostile_support import assert_still_the_same_worker, sign_good_job, start_
 
 MAX_RECOVERIES = 3  # the contract's default
 
-#: A victim blocks long (4 s) in BLMOVE and keeps its heartbeat alive for 6 s once stopped, so
-#: only the test decides when it "dies".
+#: A victim blocks long (20 s, so Redis still counts it as waiting however slow a loaded machine
+#: makes a round) in BLMOVE, and keeps its heartbeat alive for 30 s once stopped, so only the test
+#: decides when it "dies".
 VICTIM = {
     "CFSIGN_BATCH_SIZE": "1",
-    "CFSIGN_BLOCK_TIMEOUT": "4",
-    "CFSIGN_COMMAND_TIMEOUT": "10",
-    "CFSIGN_HEARTBEAT_INTERVAL": "2",
-    "CFSIGN_HEARTBEAT_TTL": "6",
+    "CFSIGN_BLOCK_TIMEOUT": "20",
+    "CFSIGN_COMMAND_TIMEOUT": "60",
+    "CFSIGN_HEARTBEAT_INTERVAL": "10",
+    "CFSIGN_HEARTBEAT_TTL": "30",
 }
 
 
@@ -69,7 +70,7 @@ def test_a_job_that_keeps_killing_workers_ends_as_poison_job(redis_server, worke
 
     holder = start_stopped_victim(redis_server, workers, r, ns, "1")
     push(r, ns, [job(ns, job_id, reply="poison")])
-    wait_until(lambda: holds(r, holder, job_id), 5, what="the first victim to take the job")
+    wait_until(lambda: holds(r, holder, job_id), 15, what="the first victim to take the job")
 
     handed_on, entry = 0, None
     for round_ in range(2, MAX_RECOVERIES + 3):
@@ -84,7 +85,7 @@ def test_a_job_that_keeps_killing_workers_ends_as_poison_job(redis_server, worke
                 return "handed on"
             return "dead" if poison_entry(r, ns, job_id) else None
 
-        where = wait_until(settled, 8, what=f"attack: {attack}; the reaper to recover the job from {holder.worker_id}")
+        where = wait_until(settled, 20, what=f"attack: {attack}; the reaper to recover the job from {holder.worker_id}")
         if where == "dead":
             entry = poison_entry(r, ns, job_id)
             victim.send(signal.SIGKILL)
