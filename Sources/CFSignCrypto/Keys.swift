@@ -252,7 +252,7 @@ public final class PublicKey: @unchecked Sendable {
         try PublicKey(pem: readFile(path, what: "public key"), source: path)
     }
 
-    public init(pem bytes: [UInt8], source: String) throws(KeyError) {
+    public convenience init(pem bytes: [UInt8], source: String) throws(KeyError) {
         let text = String(decoding: bytes.prefix(64 * 1024), as: UTF8.self)
         if text.contains("PRIVATE KEY-----") && !text.contains("-----BEGIN PUBLIC KEY-----") {
             throw KeyError(source: source, reason: "is a private key; give the public key (cfsign keys generate writes it beside the private key)")
@@ -265,6 +265,11 @@ public final class PublicKey: @unchecked Sendable {
         guard let pkey = parsed ?? nil else {
             throw KeyError(source: source, reason: "is not a readable public key (\(OpenSSL.takeError()))")
         }
+        try self.init(adopting: pkey, source: source)
+    }
+
+    /// Takes ownership of a parsed key: kept when it is a type cfsign signs with, freed otherwise.
+    private init(adopting pkey: OpaquePointer, source: String) throws(KeyError) {
         do {
             self.type = try PrivateKey.classify(pkey, source: source)
         } catch {
@@ -275,7 +280,7 @@ public final class PublicKey: @unchecked Sendable {
     }
 
     /// Parses a DER SubjectPublicKeyInfo (what a PKCS#11 key's numbers are turned into).
-    init(der bytes: [UInt8], source: String) throws(KeyError) {
+    convenience init(der bytes: [UInt8], source: String) throws(KeyError) {
         OpenSSL.clearErrors()
         let parsed = bytes.withUnsafeBufferPointer { b -> OpaquePointer? in
             var p: UnsafePointer<UInt8>? = b.baseAddress
@@ -284,13 +289,7 @@ public final class PublicKey: @unchecked Sendable {
         guard let pkey = parsed else {
             throw KeyError(source: source, reason: "has a public key OpenSSL cannot read (\(OpenSSL.takeError()))")
         }
-        do {
-            self.type = try PrivateKey.classify(pkey, source: source)
-        } catch {
-            EVP_PKEY_free(pkey)
-            throw error
-        }
-        self.pkey = pkey
+        try self.init(adopting: pkey, source: source)
     }
 
     /// True when both are the same public key.
