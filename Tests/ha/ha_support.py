@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from cfsign_support import collect_ids, free_port, heartbeat  # noqa: F401  (re-exported for the suite's tests)
+from cfsign_support import push as _push
 from cfsign_support import wait_until as _wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -323,16 +324,5 @@ def job(ns: str, job_id: str, reply: str = "t") -> bytes:
 
 
 def push(r, ns: str, ids: Iterable[str], chunk: int = 500, reply: str = "t") -> int:
-    key = f"{{{ns}}}:jobs"
-    batch: list[bytes] = []
-    n = 0
-    for job_id in ids:
-        batch.append(job(ns, job_id, reply))
-        if len(batch) >= chunk:
-            r.lpush(key, *batch)
-            n += len(batch)
-            batch = []
-    if batch:
-        r.lpush(key, *batch)
-        n += len(batch)
-    return n
+    """LPUSH a job for each id (this suite's job shape), in chunks, through the shared helper."""
+    return _push(r, ns, (job(ns, job_id, reply) for job_id in ids), chunk=chunk)
