@@ -79,6 +79,7 @@ let package = Package(
         .target(
             name: "CFSignHTTP",
             dependencies: [
+                "CFSignSync",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -122,7 +123,7 @@ let package = Package(
         // The producer half of scripts/bench-producer: many concurrent sign calls through one client.
         .executableTarget(name: "cfsign-client-bench", dependencies: ["CFSignClient", "CFSignCore", "CFSignRedis"]),
         .testTarget(name: "CFSignCoreTests", dependencies: ["CFSignCore"]),
-        .testTarget(name: "CFSignCryptoTests", dependencies: ["CFSignCore", "CFSignCrypto"]),
+        .testTarget(name: "CFSignCryptoTests", dependencies: ["CFSignSync", "CFSignCore", "CFSignCrypto"]),
         // Real redis-server and cfsign worker processes for the Redis and worker tests.
         .target(
             name: "CFSignTestSupport",

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import CFSignSync
 import Synchronization
 import SystemPackage
 #if canImport(Glibc)
@@ -209,7 +210,7 @@ private final class ConnectionSlots: Sendable {
 
     private let limit: Int
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init(limit: Int, logger: Logger) {
         self.limit = limit

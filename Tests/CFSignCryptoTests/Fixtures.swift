@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import CFSignSync
 import Testing
 import CFSignCore
 import CFSignCrypto
@@ -100,7 +100,7 @@ struct FixtureError: Error, Sendable, CustomStringConvertible {
     var description: String { message }
 }
 
-let fixtureRoot = Mutex<String?>(nil)
+let fixtureRoot = Locked<String?>(nil)
 
 /// Runs `body` and returns the KeyError it threw, or nil.
 func keyError(_ body: () throws -> Void) -> KeyError? {

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import Synchronization
+import CFSignSync
 import CFSignCore
 import CFSignCrypto
 
@@ -60,7 +60,7 @@ struct KeyFileTests {
     func encryptedDoesNotBlock(file: String) throws {
         let path = try Fixtures.get().path(file)
         let done = DispatchSemaphore(value: 0)
-        let outcome = Mutex<KeyError?>(nil)
+        let outcome = Locked<KeyError?>(nil)
         Thread {
             outcome.withLock { $0 = keyError { _ = try PrivateKey.load(file: path) } }
             done.signal()

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import Synchronization
+import CFSignSync
 import CFSignCore
 import CFSignCrypto
 
@@ -112,7 +112,7 @@ struct SigningTests {
         let key = try PrivateKey.load(file: Fixtures.get().path("rsa2048.p8.pem"))
         let messages = (0..<12).map { Array("message \($0)".utf8) }
         let expected = try messages.map { try key.sign($0, hash: .sha1) }
-        let results = Mutex<[Int: [[UInt8]]]>([:])
+        let results = Locked<[Int: [[UInt8]]]>([:])
         let done = DispatchGroup()
         for thread in 0..<8 {
             done.enter()
