@@ -124,6 +124,8 @@ let package = Package(
         .executableTarget(name: "cfsign-client-bench", dependencies: ["CFSignClient", "CFSignCore", "CFSignRedis"]),
         .testTarget(name: "CFSignCoreTests", dependencies: ["CFSignCore"]),
         .testTarget(name: "CFSignCryptoTests", dependencies: ["CFSignSync", "CFSignCore", "CFSignCrypto"]),
+        .testTarget(name: "CFSignWorkerTests", dependencies: ["CFSignCore", "CFSignRedis", "CFSignWorker"]),
+        .testTarget(name: "CFSignEdgeTests", dependencies: ["CFSignEdge"]),
         // Real redis-server and cfsign worker processes for the Redis and worker tests.
         .target(
             name: "CFSignTestSupport",
