@@ -134,7 +134,7 @@ public struct SignedReply: Sendable, Equatable {
             guard let error = value[member: "error"], case .string(let codeText)? = error[member: "code"] else { throw Unreadable() }
             var message = ""
             if case .string(let m)? = error[member: "message"] { message = m }
-            let code = ErrorCode(rawValue: codeText) ?? .internal
+            let code = ErrorCode(rawValue: codeText)  // kept as sent, known to this build or not
             return Parsed(id: id, result: .failure(.signing(code: code, message: message)))
         }
         guard case .string(let keyID)? = value[member: "key_id"], case .integer(let expiresAt)? = value[member: "expires_at"] else { throw Unreadable() }

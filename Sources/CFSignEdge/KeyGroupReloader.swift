@@ -4,6 +4,7 @@ import CFSignCrypto
 import CFSignRedis
 import Foundation
 import Logging
+import ServiceLifecycle
 import Synchronization
 
 /// `--keygroup-from-redis`: trusts the public keys of `{NS}:keygroup` and re-reads it every few
@@ -11,7 +12,7 @@ import Synchronization
 ///
 /// Each key's `public_key_pem` is used when the group has one (that is what CloudFront holds);
 /// otherwise the public half of its private key (`private_key_file` or `private_key_pem`).
-public final class KeyGroupReloader: Sendable {
+public final class KeyGroupReloader: Service, Sendable {
     private let url: RedisURL
     private let namespace: Namespace
     private let keys: TrustedKeys
@@ -32,28 +33,40 @@ public final class KeyGroupReloader: Sendable {
     /// The first read, before the edge listens. Throws when Redis cannot be reached; a missing or
     /// broken group is logged and leaves no key trusted (every signed request is then refused).
     public func loadInitial() throws(RedisError) {
-        let connection = try RedisConnection(url: url, connectTimeout: 5, commandTimeout: 5)
+        var route = RedisRoute(url: url)
+        let connection = try route.connect(probe: ["GET", namespace.keyGroup], connectTimeout: 5, commandTimeout: 5)
         try check(connection)
+    }
+
+    /// As a `Service`: reloads on its own thread (blocking Redis calls stay off the cooperative
+    /// pool) until graceful shutdown or cancellation.
+    public func run() async throws {
+        start()
+        try? await gracefulShutdown()
+        stop()
     }
 
     /// Starts the reload thread; it ends soon after `stop()`.
     public func start() {
-        let thread = Thread { [self] in self.run() }
+        let thread = Thread { [self] in self.reloadLoop() }
         thread.name = "cfsign-edge-keygroup"
         thread.start()
     }
 
     public func stop() { stopping.store(true, ordering: .relaxed) }
 
-    private func run() {
+    private func reloadLoop() {
         var connection: RedisConnection?
+        // The worker's route: Sentinels are asked for the master on each connect, and a Cluster
+        // `MOVED` reply is followed to the node that owns the namespace's slot.
+        var route = RedisRoute(url: url)
         while !stopping.load(ordering: .relaxed) {
             let deadline = Date().addingTimeInterval(interval)
             while Date() < deadline && !stopping.load(ordering: .relaxed) { Thread.sleep(forTimeInterval: min(0.2, interval)) }
             if stopping.load(ordering: .relaxed) { break }
             do throws(RedisError) {
                 if connection == nil || connection!.isBroken {
-                    connection = try RedisConnection(url: url, connectTimeout: 2, commandTimeout: 5)
+                    connection = try route.connect(probe: ["GET", namespace.keyGroup], connectTimeout: 2, commandTimeout: 5)
                 }
                 try check(connection!)
                 if redisDown.exchange(false, ordering: .relaxed) {
@@ -61,6 +74,7 @@ public final class KeyGroupReloader: Sendable {
                 }
             } catch {
                 connection = nil
+                _ = route.note(error)
                 if !redisDown.exchange(true, ordering: .relaxed) {
                     logger.warning("cannot read the key group from Redis; still trusting the keys loaded before", metadata: [
                         "redis": "\(url)", "error": "\(error.message)", "trusted": "\(keys.ids.joined(separator: ","))",

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import ServiceLifecycle
 import CFSignSync
 import Synchronization
 import SystemPackage
@@ -92,7 +93,7 @@ public struct HTTPServerLimits: Sendable, Equatable {
 /// Used for the worker's `/metrics`, `/healthz`, `/readyz` and by `cfsign edge`. Every connection
 /// is held to `HTTPServerLimits`: a cap on open connections, an idle and a request timeout, and a
 /// bound on the request head.
-public final class HTTPServer: Sendable {
+public final class HTTPServer: Service, Sendable {
     public typealias Handler = @Sendable (HTTPRequest) async -> HTTPResponse
 
     private let group: MultiThreadedEventLoopGroup
@@ -102,8 +103,10 @@ public final class HTTPServer: Sendable {
     public let port: Int
     public let limits: HTTPServerLimits
 
-    /// Binds `host:port` and starts serving; throws if the address cannot be bound.
-    public init(host: String, port: Int, threads: Int = 1, limits: HTTPServerLimits = HTTPServerLimits(), logger: Logger, handler: @escaping Handler) throws {
+    /// Binds `host:port` and starts serving; throws if the address cannot be bound. The server
+    /// then serves until `run()` (as a `Service` in the process's `ServiceGroup`) sees graceful
+    /// shutdown or cancellation, or until `stop()`.
+    public static func start(host: String, port: Int, threads: Int = 1, limits: HTTPServerLimits = HTTPServerLimits(), logger: Logger, handler: @escaping Handler) async throws -> HTTPServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let slots = ConnectionSlots(limit: max(1, limits.maxConnections), logger: logger)
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
@@ -142,25 +145,39 @@ public final class HTTPServer: Sendable {
                 }
             }
             .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        let channel: any Channel
         do {
-            channel = try bootstrap.bind(host: host, port: port).wait()
+            channel = try await bootstrap.bind(host: host, port: port).get()
         } catch {
-            try? group.syncShutdownGracefully()
+            try? await group.shutdownGracefully()
             throw error
         }
+        return HTTPServer(group: group, channel: channel, slots: slots, limits: limits, port: channel.localAddress?.port ?? port)
+    }
+
+    private init(group: MultiThreadedEventLoopGroup, channel: any Channel, slots: ConnectionSlots, limits: HTTPServerLimits, port: Int) {
         self.group = group
+        self.channel = channel
         self.slots = slots
         self.limits = limits
-        self.port = channel.localAddress?.port ?? port
+        self.port = port
     }
 
     /// Connections open now (for tests and diagnostics).
     public var openConnections: Int { slots.open }
 
-    /// Stops listening and closes every connection.
-    public func shutdown() {
-        try? channel.close().wait()
-        try? group.syncShutdownGracefully()
+    /// Serves until graceful shutdown or cancellation, then stops. In a `ServiceGroup`, register
+    /// it before the services whose state it reports: the group shuts services down in reverse
+    /// order, so it still answers (a worker's `/readyz` says "draining") while they finish.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await stop()
+    }
+
+    /// Stops listening and closes every connection; safe to call more than once.
+    public func stop() async {
+        try? await channel.close()
+        try? await group.shutdownGracefully()
     }
 
     /// Splits `HOST:PORT` (IPv6 hosts in brackets).

@@ -10,9 +10,10 @@ import Synchronization
 
 /// A cfsign worker process: the fetch, heartbeat and key-group threads around one shared state.
 ///
-/// Run it as a swift-service-lifecycle `Service`: the first SIGTERM/SIGINT drains (stop taking jobs,
-/// answer those held, deregister, return); a second one exits at once, leaving held jobs in the
-/// in-flight list for another worker to requeue.
+/// Run it as a swift-service-lifecycle `Service`: graceful shutdown (the group's first SIGTERM/SIGINT)
+/// drains (stop taking jobs, answer those held, deregister, return); cancellation (a second signal,
+/// when the group lists SIGTERM/SIGINT as cancellation signals too) returns at once, leaving held
+/// jobs in the in-flight list for another worker to requeue.
 public final class Worker: Service, Sendable {
     public let configuration: WorkerConfiguration
     private let logger: Logger
@@ -29,19 +30,43 @@ public final class Worker: Service, Sendable {
     }
 
     public func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-                let thread = Thread { [self] in
-                    runThreads()
-                    continuation.resume()
+        // Resumed once: by the worker's threads when they finish, or by cancellation (a second
+        // signal during the drain), whichever comes first.
+        let finished = Locked<(continuation: CheckedContinuation<Void, Error>?, cancelled: Bool)>((nil, false))
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+                    let cancelled = finished.withLock { f -> Bool in
+                        if !f.cancelled { f.continuation = continuation }
+                        return f.cancelled
+                    }
+                    if cancelled { return continuation.resume(throwing: CancellationError()) }
+                    let thread = Thread { [self] in
+                        runThreads()
+                        finished.withLock { f in f.continuation.take() }?.resume()
+                    }
+                    thread.name = "cfsign-main"
+                    thread.start()
                 }
-                thread.name = "cfsign-main"
-                thread.start()
+            } onGracefulShutdown: { [self] in
+                beginDrain()
             }
-        } onGracefulShutdown: { [self] in
-            beginDrain()
+        } onCancel: { [self] in
+            let continuation = finished.withLock { f in
+                f.cancelled = true
+                return f.continuation.take()
+            }
+            guard let continuation else { return }
+            abandoned.store(true, ordering: .releasing)
+            logger.warning("second signal: exiting now; held jobs stay in the in-flight list for another worker to requeue")
+            continuation.resume(throwing: CancellationError())
         }
     }
+
+    /// True once cancellation (a second SIGTERM/SIGINT while draining) ended `run` before the
+    /// held jobs were answered; the process should then exit non-zero.
+    public var abandonedHeldJobs: Bool { abandoned.load(ordering: .acquiring) }
+    private let abandoned = Atomic<Bool>(false)
 
     /// Ready means: connected to Redis, holding a usable key group, and not draining.
     public var readiness: (ready: Bool, detail: String) {
@@ -59,25 +84,6 @@ public final class Worker: Service, Sendable {
         guard state.phase.compareExchange(expected: .running, desired: .draining, ordering: .acquiringAndReleasing).exchanged else { return }
         logger.notice("draining: no new jobs; answering the ones held (a second SIGTERM/SIGINT exits at once)")
         heartbeatWake.signal()
-        Worker.exitOnNextSignal()
-    }
-
-    private static let signalSources = Locked<[DispatchSourceSignal]>([])
-
-    private static func exitOnNextSignal() {
-        signalSources.withLock { sources in
-            guard sources.isEmpty else { return }
-            for sig in [SIGTERM, SIGINT] {
-                signal(sig, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                source.setEventHandler {
-                    FileHandle.standardError.write(Data("cfsign worker: second signal; exiting now, held jobs stay in the in-flight list for another worker to requeue\n".utf8))
-                    _exit(1)
-                }
-                source.resume()
-                sources.append(source)
-            }
-        }
     }
 
     /// The whole life of the worker, on its own thread: blocking Redis loops never run on the

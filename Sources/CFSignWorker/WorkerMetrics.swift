@@ -35,7 +35,7 @@ final class WorkerMetrics: Sendable {
         signed = Counter(label: "cfsign_jobs_total", dimensions: [("outcome", "ok"), ("code", "")])
         var refused: [ErrorCode: Counter] = [:]
         var dead: [ErrorCode: Counter] = [:]
-        for code in ErrorCode.allCases {
+        for code in ErrorCode.known {
             refused[code] = Counter(label: "cfsign_jobs_total", dimensions: [("outcome", "error"), ("code", code.rawValue)])
         }
         // Only these codes send a job to the dead list (its id or reply_to cannot be used).

@@ -6,6 +6,7 @@ import CFSignEdge
 import CFSignHTTP
 import Foundation
 import Logging
+import ServiceLifecycle
 import Synchronization
 
 struct Edge: AsyncParsableCommand {
@@ -159,11 +160,9 @@ struct Edge: AsyncParsableCommand {
             throw Terminal.fail(nil, "edge not started: \(error.message)")
         }
 
-        // Signals are caught from here on, so a stop that comes right after the URL is printed is clean.
-        let signals = SignalWaiter([SIGINT, SIGTERM])
         let server: HTTPServer
         do {
-            server = try HTTPServer(host: host, port: port, limits: Self.httpLimits(logger: logger), logger: logger) { request in
+            server = try await HTTPServer.start(host: host, port: port, limits: Self.httpLimits(logger: logger), logger: logger) { request in
                 await handler.respond(to: request)
             }
         } catch {
@@ -182,13 +181,13 @@ struct Edge: AsyncParsableCommand {
             "keys_from": "\(keygroupFromRedis ? "redis key group" : "--public-key")",
             "viewer_ip_from": "\(trustXForwardedFor ? "X-Forwarded-For (first entry)" : "TCP peer")",
         ])
-        FileHandle.standardOutput.write(Data((base + "\n").utf8))
-        reloader?.start()
-
-        let signal = await signals.wait()
-        reloader?.stop()
-        server.shutdown()
-        logger.notice("cfsign edge stopped (signal \(signal))")
+        // From here on SIGINT/SIGTERM belong to `Lifecycle`: the first stops the edge cleanly.
+        // The URL is printed by a service, so the group's signal handlers are in place by then: a
+        // stop right after whoever waits for the URL reads it is a clean one.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: PrintLine(base))]
+        if let reloader { services.append(.init(service: reloader)) }
+        try await Lifecycle.run(services, logger: logger)
+        logger.notice("cfsign edge stopped")
     }
 
     /// The edge's HTTP limits: more connections than a worker's (viewers and players hold several
@@ -205,38 +204,13 @@ struct Edge: AsyncParsableCommand {
     }
 }
 
-/// Catches SIGINT/SIGTERM (instead of dying by them) and lets one task wait for the first.
-private final class SignalWaiter: @unchecked Sendable {
-    // Sources are only kept alive here; every mutable state is behind the mutex.
-    private var sources: [any DispatchSourceSignal] = []
-    private let state = Locked<(fired: Int32?, waiter: CheckedContinuation<Int32, Never>?)>((nil, nil))
+/// Prints one line on stdout when the service group starts, then waits for the group to stop.
+private struct PrintLine: Service {
+    let line: String
+    init(_ line: String) { self.line = line }
 
-    init(_ numbers: [Int32]) {
-        for number in numbers {
-            Foundation.signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { [weak self] in self?.fire(number) }
-            source.resume()
-            sources.append(source)
-        }
-    }
-
-    private func fire(_ number: Int32) {
-        let waiter = state.withLock { s -> CheckedContinuation<Int32, Never>? in
-            if s.fired == nil { s.fired = number }
-            defer { s.waiter = nil }
-            return s.waiter
-        }
-        waiter?.resume(returning: number)
-    }
-
-    func wait() async -> Int32 {
-        await withCheckedContinuation { continuation in
-            let fired = state.withLock { s -> Int32? in
-                if s.fired == nil { s.waiter = continuation }
-                return s.fired
-            }
-            if let fired { continuation.resume(returning: fired) }
-        }
+    func run() async throws {
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        try? await gracefulShutdown()
     }
 }

@@ -96,24 +96,31 @@ struct Worker: AsyncParsableCommand {
         // Before any descriptor is opened for HTTP: see HTTPConnectionBudget.
         let limits = HTTPConnectionBudget.limits(for: configuration, logger: logger)
         let worker = CFSignWorker.Worker(configuration: configuration, logger: logger)
-        var http: HTTPServer?
+        // The HTTP endpoint is registered first: the group stops services in reverse order, so
+        // /readyz keeps saying "draining" until the worker has answered what it holds.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let address = configuration.httpAddress, let (host, port) = HTTPServer.parseAddress(address) {
             do {
-                http = try HTTPServer(host: host, port: port, limits: limits, logger: logger) { request in
+                let http = try await HTTPServer.start(host: host, port: port, limits: limits, logger: logger) { request in
                     WorkerEndpoints.respond(to: request, worker: worker, registry: registry)
                 }
                 // The bound port, not the asked one: with port 0 this line is the only place it shows.
-                let bound = "\(host.contains(":") ? "[\(host)]" : host):\(http!.port)"
+                let bound = "\(host.contains(":") ? "[\(host)]" : host):\(http.port)"
                 logger.notice("listening on \(bound), serving /metrics, /healthz, /readyz", metadata: ["http_address": "\(bound)"])
+                services.append(.init(service: http))
             } catch {
                 throw Terminal.fail(nil, "worker not started: cannot listen on http_address \(address): \(error)")
             }
         }
-        defer { http?.shutdown() }
-        var groupConfiguration = ServiceGroupConfiguration(services: [.init(service: worker)], logger: logger)
-        groupConfiguration.gracefulShutdownSignals = [.sigterm, .sigint]
-        let group = ServiceGroup(configuration: groupConfiguration)
-        try await group.run()
+        // When the worker ends (drained, or stopped before registering), the whole group ends.
+        services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
+        // The first SIGTERM/SIGINT drains, a second one during the drain cancels.
+        do {
+            try await Lifecycle.run(services, logger: logger)
+        } catch where worker.abandonedHeldJobs {
+            // Reported by the worker's own log line; the exit status says the drain was cut short.
+        }
+        if worker.abandonedHeldJobs { throw ExitCode(1) }
     }
 }
 

@@ -166,6 +166,21 @@ struct ClientTests {
         #expect(await clientError(of: call) == .signing(code: .policyDenied, message: "host not allowed"))
     }
 
+    @Test func aCodeThisBuildDoesNotKnowIsKeptAsSentNotTurnedIntoInternal() async throws {
+        let fleet = try Fleet(withWorker: false)
+        defer { fleet.stop() }
+        let client = try fleet.client(clientID: "new-code-test")
+        defer { client.close() }
+        let redis = try fleet.connect()
+        let call = Task { try await client.sign(url: Self.object, expiresIn: 600) }
+        let job = try await takeJob(redis, fleet.namespace)
+        _ = try redis.command(["RPUSH", fleet.namespace.reply("new-code-test"),
+                               #"{"id":"\#(job.id)","ok":false,"error":{"code":"quota_exceeded","message":"try later"}}"#])
+        let error = await clientError(of: call)
+        #expect(error == .signing(code: ErrorCode(rawValue: "quota_exceeded"), message: "try later"))
+        #expect(error?.code?.isKnown == false)
+    }
+
     @Test func closeMakesWaitingCallsFailWithClosed() async throws {
         let fleet = try Fleet(withWorker: false)
         defer { fleet.stop() }

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from .ha_support import (
+    KEY_ID,
     Cluster,
     Processes,
     cli,
@@ -227,3 +228,20 @@ def test_commands_and_bytes_per_job_on_the_owner(procs, cfsign_bin, cluster, rc,
     assert trickle["worker_commands_per_job"] < 6, figures
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
+
+
+def test_edge_reads_the_key_group_through_a_node_that_does_not_own_the_slot(procs, cfsign_bin, cluster, ec_key, tmp_path):
+    """`cfsign edge --keygroup-from-redis` follows MOVED the way the worker does (issue 14)."""
+    ns = namespace("cluster-edge")
+    owner = cluster.owner_port(cluster.slot(f"{{{ns}}}:keygroup"))
+    seed = next(p for p in cluster.ports if p != owner)
+    store_keygroup_through(cfsign_bin, seed, ns, ec_key, tmp_path)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.txt").write_text("hello")
+    edge = procs.start("edge", [str(cfsign_bin), "edge", "--root", str(site), "--listen", "127.0.0.1:0", "--keygroup-from-redis",
+                                "--redis", f"redis://127.0.0.1:{seed}", "--namespace", ns, "--log-level", "debug"])
+    wait_until(lambda: edge.poll() is not None or "trusted_key_ids=" in procs.log("edge"), 20, what="the edge's start-up line")
+    log = procs.log("edge")
+    assert edge.poll() is None, f"the edge did not start through seed node {seed} (slot on {owner}):\n{log[-2000:]}"
+    assert f"trusted_key_ids={KEY_ID}" in log, log[-2000:]
