@@ -79,6 +79,8 @@ public struct WorkerConfiguration: Sendable {
     /// `max_recoveries`: a job recovered from dead workers' in-flight lists more than this many
     /// times goes to `{NS}:dead` as `poison_job` instead of to the next worker. Default 3.
     public var maximumRecoveries: Int = 3
+    /// What `load` ignored and the worker should log at start: unknown keys, from any source.
+    public var warnings: [String] = []
 
     public init() {}
 
@@ -219,8 +221,13 @@ extension WorkerConfiguration {
                     throw ConfigurationError("\(file) line \(number + 1): expected `key = value`, got \"\(trimmed)\"")
                 }
                 let key = trimmed[..<eq].trimmingCharacters(in: .whitespaces)
-                let value = try Self.value(of: trimmed[trimmed.index(after: eq)...], source: "\(file) line \(number + 1)")
-                try apply(&config, key: key, value: value, source: "\(file) line \(number + 1)")
+                let source = "\(file) line \(number + 1)"
+                let value = try Self.value(of: trimmed[trimmed.index(after: eq)...], source: source)
+                guard keys.contains(key) else {
+                    config.warnings.append(unknownKey(key, source: source))
+                    continue
+                }
+                try apply(&config, key: key, value: value, source: source)
             }
         }
         for setting in settings {
@@ -228,6 +235,10 @@ extension WorkerConfiguration {
             if let value = environment[name] {
                 try apply(&config, key: setting.key, value: value, source: "environment variable \(name)")
             }
+        }
+        let settingNames = Set(keys.map(environmentName))
+        for name in environment.keys.sorted() where name.hasPrefix("CFSIGN_") && !settingNames.contains(name) && !notSettings.contains(name) {
+            config.warnings.append(unknownKey(String(name.dropFirst("CFSIGN_".count)).lowercased(), source: "environment variable \(name)"))
         }
         for (key, value) in overrides {
             try apply(&config, key: key, value: value, source: "flag --\(key.replacingOccurrences(of: "_", with: "-"))")
@@ -260,6 +271,40 @@ extension WorkerConfiguration {
             previous = rest[i]
         }
         return rest
+    }
+
+    /// `CFSIGN_*` variables that are not worker settings: the other commands' and the test
+    /// suites' own (`CFSIGN_BIN`, ...). They are not reported as unknown settings.
+    static let notSettings: Set<String> = [
+        "CFSIGN_BIN", "CFSIGN_HA_TESTS", "CFSIGN_HA_REPORT", "CFSIGN_SKIP_EXAMPLES", "CFSIGN_SKIP_SANITIZERS", "CFSIGN_FUZZ_SECONDS",
+    ]
+
+    /// Unknown keys are treated alike from every source: ignored with a warning that names the
+    /// source and the nearest known key, so a typo is seen in the first log lines.
+    static func unknownKey(_ key: String, source: String) -> String {
+        var text = "\(source): unknown setting \"\(key)\", ignored"
+        if let near = keys.min(by: { editDistance($0, key) < editDistance($1, key) }), editDistance(near, key) <= 3 {
+            text += "; did you mean \(near)?"
+        } else {
+            text += "; known settings: \(keys.joined(separator: ", "))"
+        }
+        return text
+    }
+
+    /// Levenshtein distance, for "did you mean" (keys are short ASCII).
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a.utf8), b = Array(b.utf8)
+        var row = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in 1...max(b.count, 1) where !b.isEmpty {
+                let current = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = current
+            }
+        }
+        return row[b.count]
     }
 
     static func apply(_ config: inout WorkerConfiguration, key: String, value: String, source: String) throws(ConfigurationError) {

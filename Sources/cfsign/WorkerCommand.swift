@@ -91,6 +91,7 @@ struct Worker: AsyncParsableCommand {
         }
         Logging.bootstrapStderr(level: Logger.Level(rawValue: configuration.logLevel) ?? .info)
         let logger = Logger(label: "cfsign.worker")
+        for warning in configuration.warnings { logger.warning("\(warning)") }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         // Before any descriptor is opened for HTTP: see HTTPConnectionBudget.

@@ -51,13 +51,27 @@ struct WorkerConfigurationTests {
         }
     }
 
-    @Test("an unknown key in the file is refused with its line and the known keys")
+    @Test("an unknown key in the file is ignored with a warning naming its line and the nearest key")
     func unknownFileKey() throws {
-        let text = try withFile("batch_size = 10\nbatchsize = 20\n") { path in
-            message { _ = try WorkerConfiguration.load(file: path, environment: [:], overrides: []) }
+        let c = try withFile("batch_size = 10\nbatchsize = 20\n") { path in
+            try WorkerConfiguration.load(file: path, environment: [:], overrides: [])
         }
-        let m = try #require(text)
-        #expect(m.contains("line 2") && m.contains("unknown setting \"batchsize\"") && m.contains("batch_size"))
+        #expect(c.batchSize == 10)
+        #expect(c.warnings.count == 1)
+        #expect(c.warnings.first.map { $0.contains("line 2") && $0.contains("unknown setting \"batchsize\", ignored") && $0.contains("did you mean batch_size?") } == true)
+    }
+
+    @Test("an unknown CFSIGN_ variable is ignored with a warning, like an unknown file key")
+    func unknownEnvironmentVariable() throws {
+        let c = try WorkerConfiguration.load(file: nil, environment: ["CFSIGN_MAX_LIFETME": "1h", "CFSIGN_BIN": "/x", "HOME": "/root"], overrides: [])
+        #expect(c.maximumLifetime == 365 * 86400)
+        #expect(c.warnings == ["environment variable CFSIGN_MAX_LIFETME: unknown setting \"max_lifetme\", ignored; did you mean max_lifetime?"])
+    }
+
+    @Test("a key far from every setting lists the known ones")
+    func unknownKeyListsKnown() throws {
+        let c = try WorkerConfiguration.load(file: nil, environment: ["CFSIGN_SOMETHING_ELSE_ENTIRELY": "1"], overrides: [])
+        #expect(c.warnings.first?.contains("known settings: redis, namespace") == true)
     }
 
     @Test("a line without = is refused with its line number")
