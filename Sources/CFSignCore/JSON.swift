@@ -376,3 +376,71 @@ extension JSONValue {
         return members.first { $0.0 == name }?.1
     }
 }
+
+/// A JSON object document read with duplicate member names found at every depth: the one reader
+/// for the documents cfsign acts on (jobs, key groups, policies). Two readers of the same bytes
+/// (this worker, a producer's library, CloudFront) may take the first or the last of a duplicated
+/// name, so a document with one is ambiguous and is refused, never read either way.
+public struct JSONObjectDocument: Sendable {
+    /// Why a document is not a usable JSON object.
+    public enum Failure: Error, Sendable, CustomStringConvertible {
+        case syntax(JSONSyntaxError)
+        /// The document is valid JSON of another type (`typeName`: "an array", ...).
+        case notAnObject(typeName: String)
+        /// A member name appears twice in one object; `path` is where (`keys[1].id`, `Statement[0]`).
+        case duplicate(path: String)
+
+        public var description: String {
+            switch self {
+            case .syntax(let error): return error.description
+            case .notAnObject(let typeName): return "\(typeName), not a JSON object"
+            case .duplicate(let path): return "field \"\(path)\" appears more than once"
+            }
+        }
+    }
+
+    /// The whole document (an `.object`).
+    public let value: JSONValue
+    /// Top-level members in document order.
+    public let members: [(String, JSONValue)]
+    /// Paths of every member name that appears more than once in its object, in document order.
+    public let duplicates: [String]
+
+    /// Reads `bytes` as a JSON object, noting duplicates; callers that must tell which duplicate it
+    /// was (a job's `id`) read `duplicates`, the others call `refusingDuplicates()`.
+    public init(parsing bytes: some Collection<UInt8>) throws(Failure) {
+        let value: JSONValue
+        do { value = try JSONReader.parse(bytes) } catch { throw .syntax(error) }
+        guard case .object(let members) = value else { throw .notAnObject(typeName: value.typeName) }
+        self.value = value
+        self.members = members
+        var found: [String] = []
+        Self.collectDuplicates(value, path: "", into: &found)
+        self.duplicates = found
+    }
+
+    /// Throws `.duplicate` for the first duplicated name at any depth.
+    public func refusingDuplicates() throws(Failure) -> JSONObjectDocument {
+        if let first = duplicates.first { throw .duplicate(path: first) }
+        return self
+    }
+
+    /// The top-level member named `name`.
+    public subscript(member name: String) -> JSONValue? { value[member: name] }
+
+    private static func collectDuplicates(_ value: JSONValue, path: String, into found: inout [String]) {
+        switch value {
+        case .object(let members):
+            var seen = Set<String>()
+            for (name, member) in members {
+                let memberPath = path.isEmpty ? name : "\(path).\(name)"
+                if !seen.insert(name).inserted, !found.contains(memberPath) { found.append(memberPath) }
+                collectDuplicates(member, path: memberPath, into: &found)
+            }
+        case .array(let items):
+            for (n, item) in items.enumerated() { collectDuplicates(item, path: "\(path)[\(n)]", into: &found) }
+        default:
+            return
+        }
+    }
+}

@@ -59,8 +59,15 @@ public struct KeyGroupDocument: Sendable, Equatable {
     /// Parses and checks the JSON document.
     public init(json bytes: some Collection<UInt8>) throws(KeyGroupError) {
         let value: JSONValue
-        do { value = try JSONReader.parse(bytes) } catch { throw KeyGroupError("key group is \(error)") }
-        guard case .object = value else { throw KeyGroupError("key group is \(value.typeName), not a JSON object") }
+        do throws(JSONObjectDocument.Failure) {
+            value = try JSONObjectDocument(parsing: bytes).refusingDuplicates().value
+        } catch {
+            switch error {
+            case .duplicate(let path):
+                throw KeyGroupError("key group has field \"\(path)\" more than once; readers disagree on which one counts, so give it once")
+            default: throw KeyGroupError("key group is \(error)")
+            }
+        }
         // Too long for 64 bits is out of range, not a different type: clamp, then the range check says so.
         guard let version = value[member: "version"]?.clampedInteger else {
             throw KeyGroupError("key group needs \"version\", a positive integer")

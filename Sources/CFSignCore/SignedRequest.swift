@@ -113,7 +113,11 @@ public struct SignedRequest: Sendable {
     static func parsePolicy(_ bytes: [UInt8], url: String) throws(Refusal) -> Policy {
         func bad(_ why: String) -> Refusal { Refusal(.malformedPolicy, "the policy is malformed: \(why)") }
         let doc: JSONValue
-        do { doc = try JSONReader.parse(bytes) } catch { throw bad("\(error)") }
+        do throws(JSONObjectDocument.Failure) {
+            doc = try JSONObjectDocument(parsing: bytes).refusingDuplicates().value
+        } catch {
+            throw bad("\(error)")
+        }
         guard case .array(let statements)? = doc[member: "Statement"], statements.count == 1 else {
             throw bad("it needs exactly one Statement")
         }

@@ -142,6 +142,8 @@ struct LinkVerifierTests {
         ("https://d.example/a?Key-Pair-Id=K&Signature=AAAA&Expires=soon", .malformedPolicy),
         ("https://d.example/a?Key-Pair-Id=K&Signature=AAAA&Expires=1&Hash-Algorithm=MD5", .unsupportedHash),
         ("https://d.example/a?Key-Pair-Id=K&Signature=AAAA&Policy=e30_", .malformedPolicy),
+        // A policy naming Resource twice: readers disagree on which one counts.
+        ("https://d.example/a?Key-Pair-Id=K&Signature=AAAA&Policy=eyJTdGF0ZW1lbnQiOlt7IlJlc291cmNlIjoiaHR0cHM6Ly9kLmV4YW1wbGUvYSIsIlJlc291cmNlIjoiKiIsIkNvbmRpdGlvbiI6eyJEYXRlTGVzc1RoYW4iOnsiQVdTOkVwb2NoVGltZSI6OTk5OTk5OTk5OX19fV19", .malformedPolicy),
     ])
     func missingParts(url: String, reason: Refusal.Reason) {
         do throws(Refusal) {
