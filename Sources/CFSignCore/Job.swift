@@ -122,16 +122,15 @@ public enum JobParser {
         if bytes.count > maximumSize {
             return .dead(SigningError(.invalidJob, "job is \(bytes.count) bytes; at most \(maximumSize) are read"))
         }
-        let value: JSONValue
-        do {
-            value = try JSONReader.parse(bytes)
+        let document: JSONObjectDocument
+        do throws(JSONObjectDocument.Failure) {
+            document = try JSONObjectDocument(parsing: bytes)
         } catch {
             return .dead(SigningError(.invalidJob, "job is \(error)"))
         }
-        guard case .object(let members) = value else {
-            return .dead(SigningError(.invalidJob, "job is \(value.typeName), not a JSON object"))
-        }
-        var fields = Fields(members: members)
+        // Duplicates are not refused wholesale: one of `id`/`reply_to` makes the job unanswerable
+        // (dead), any other is answered as invalid_job.
+        var fields = Fields(members: document.members)
         // Without a readable id and reply_to nobody can be answered.
         let id: String
         let replyTo: String
