@@ -431,11 +431,18 @@ public struct JSONObjectDocument: Sendable {
     private static func collectDuplicates(_ value: JSONValue, path: String, into found: inout [String]) {
         switch value {
         case .object(let members):
-            var seen = Set<String>()
-            for (name, member) in members {
-                let memberPath = path.isEmpty ? name : "\(path).\(name)"
-                if !seen.insert(name).inserted, !found.contains(memberPath) { found.append(memberPath) }
-                collectDuplicates(member, path: memberPath, into: &found)
+            // Jobs have a dozen members: comparing pairs is cheaper than hashing each name.
+            var seen = members.count > 16 ? Set<String>(minimumCapacity: members.count) : nil
+            for (n, (name, member)) in members.enumerated() {
+                let repeated = seen != nil ? !seen!.insert(name).inserted : members[..<n].contains { $0.0 == name }
+                if repeated {
+                    let memberPath = path.isEmpty ? name : "\(path).\(name)"
+                    if !found.contains(memberPath) { found.append(memberPath) }
+                }
+                switch member {
+                case .object, .array: collectDuplicates(member, path: path.isEmpty ? name : "\(path).\(name)", into: &found)
+                default: break
+                }
             }
         case .array(let items):
             for (n, item) in items.enumerated() { collectDuplicates(item, path: "\(path)[\(n)]", into: &found) }

@@ -58,3 +58,13 @@ struct JSONObjectDocumentTests {
         }
     }
 }
+
+@Suite("JSONObjectDocument with many members")
+struct JSONObjectDocumentLargeTests {
+    @Test("a duplicate among more than 16 members is found too")
+    func manyMembers() throws {
+        let members = (0..<40).map { #""m\#($0)":\#($0)"# } + [#""m7":0"#]
+        let doc = try JSONObjectDocument(parsing: Array(("{" + members.joined(separator: ",") + "}").utf8))
+        #expect(doc.duplicates == ["m7"])
+    }
+}
