@@ -32,7 +32,7 @@ struct ClientTests {
     }
 
     @Test func noWorkerMeansATimeoutNamingTheNamespace() async throws {
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         let client = try fleet.client(defaultTimeout: .seconds(60))
         defer { client.close() }
@@ -52,7 +52,7 @@ struct ClientTests {
     }
 
     @Test func aURLWithAFragmentFailsAtOnceWithoutAWorker() async throws {
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         let client = try fleet.client()
         defer { client.close() }
@@ -67,7 +67,7 @@ struct ClientTests {
     }
 
     @Test func theJobOnTheQueueIsTheContractsJSON() async throws {
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         let client = try fleet.client(clientID: "web-7")
         defer { client.close() }
@@ -87,7 +87,7 @@ struct ClientTests {
     }
 
     @Test func theFirstReplyForAnIDWinsAndDuplicatesAndUnknownIDsAreDropped() async throws {
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         let client = try fleet.client(clientID: "dup-test")
         defer { client.close() }
@@ -120,7 +120,7 @@ struct ClientTests {
     }
 
     @Test func anInjectedReplyForAnotherObjectIsDroppedAndTheCallKeepsWaiting() async throws {
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         let client = try fleet.client(clientID: "inject-test")
         defer { client.close() }
@@ -136,7 +136,7 @@ struct ClientTests {
     }
 
     @Test func aDuplicateOfAnAnsweredReplyDoesNotDisturbLaterCalls() async throws {
-        let fleet = try Fleet()
+        let fleet = try await Fleet.start()
         defer { fleet.stop() }
         let client = try fleet.client(clientID: "dup-worker")
         defer { client.close() }
@@ -154,7 +154,7 @@ struct ClientTests {
     }
 
     @Test func aFailureReplyBecomesASigningErrorWithItsCode() async throws {
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         let client = try fleet.client(clientID: "fail-test")
         defer { client.close() }
@@ -167,7 +167,7 @@ struct ClientTests {
     }
 
     @Test func aCodeThisBuildDoesNotKnowIsKeptAsSentNotTurnedIntoInternal() async throws {
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         let client = try fleet.client(clientID: "new-code-test")
         defer { client.close() }
@@ -182,7 +182,7 @@ struct ClientTests {
     }
 
     @Test func closeMakesWaitingCallsFailWithClosed() async throws {
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         let client = try fleet.client()
         defer { client.close() }
@@ -197,7 +197,7 @@ struct ClientTests {
     }
 
     @Test func callsAfterCloseFailWithClosedAndEnqueueNothing() async throws {
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         let client = try fleet.client()
         client.close()
@@ -211,7 +211,7 @@ struct ClientTests {
     /// Calls that start while another thread closes the client all end (with `.closed` or a
     /// timeout), none waits forever: registration and close() agree on who fails the waiter.
     @Test func callsRacingCloseAllEndInsteadOfWaitingForever() async throws {
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         for round in 0..<30 {
             let client = try fleet.client()

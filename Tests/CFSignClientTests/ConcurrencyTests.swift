@@ -15,7 +15,7 @@ struct ConcurrencyTests {
     static let object = "https://d111111abcdef8.cloudfront.net/invoices/42.pdf"
 
     @Test func theServiceDrainsCallsInFlightOnGracefulShutdown() async throws {
-        let fleet = try Fleet()
+        let fleet = try await Fleet.start()
         defer { fleet.stop() }
         let client = try fleet.client()
         let service = CFSignClientService(client: client)
@@ -40,7 +40,7 @@ struct ClientTimingTests {
     static let object = ConcurrencyTests.object
 
     @Test func aCancelledCallStopsWaitingAtOnceAndItsJobIsNotPushed() async throws {
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         let client = try fleet.client(defaultTimeout: .seconds(30))
         defer { client.close() }
@@ -65,7 +65,7 @@ struct ClientTimingTests {
     }
 
     @Test func cooperativeThreadsStayFreeWhileAThousandCallsWaitOnAPausedRedis() async throws {
-        let fleet = try Fleet()
+        let fleet = try await Fleet.start()
         defer { fleet.stop() }
         let client = try fleet.client(defaultTimeout: .seconds(30))
         defer { client.close() }
@@ -96,7 +96,7 @@ struct ClientTimingTests {
     }
 
     @Test func aRedisStallFailsCallsAfterTheirTimeoutAndLaterCallsSucceed() async throws {
-        let fleet = try Fleet()
+        let fleet = try await Fleet.start()
         defer { fleet.stop() }
         let client = try fleet.client()
         defer { client.close() }
@@ -122,7 +122,7 @@ struct ClientTimingTests {
 
     @Test func callsQueuedBehindAPushGoOutTogetherInOneLPUSH() async throws {
         // No worker: every LPUSH the server counts is the client's (a worker's scripts LPUSH too).
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         let client = try fleet.client()
         defer { client.close() }

@@ -8,10 +8,10 @@ import Foundation
 /// `{NS}:keygroup` with a freshly generated key and one `cfsign worker` process signing with it.
 ///
 /// ```swift
-/// let fleet = try Fleet()
+/// let fleet = try await Fleet.start()
 /// defer { fleet.stop() }
 /// ```
-final class Fleet {
+final class Fleet: @unchecked Sendable {
     static let keyID = "KTESTONLY1"
 
     let server: RedisServer
@@ -19,8 +19,17 @@ final class Fleet {
     let keys: TestKeys?
     let worker: WorkerProcess?
 
+    /// Starts the fleet on a thread of its own: starting redis-server and a worker blocks for
+    /// seconds (more under a sanitizer), and blocking the cooperative pool (two threads on two
+    /// cores) would starve the other tests' tasks, which then miss their own deadlines.
+    static func start(withWorker: Bool = true) async throws -> Fleet {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try Fleet(withWorker: withWorker) }) }.start()
+        }
+    }
+
     /// - Parameter withWorker: false gives Redis and a namespace with nobody taking jobs.
-    init(withWorker: Bool = true) throws {
+    private init(withWorker: Bool = true) throws {
         server = try RedisServer.start()
         namespace = try Namespace("t-\(UUID().uuidString.prefix(8).lowercased())")
         guard withWorker else {

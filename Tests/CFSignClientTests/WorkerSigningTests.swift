@@ -22,7 +22,7 @@ struct SigningTests {
     }
 
     @Test func signURLReturnsACannedLinkWithExpiresSignatureAndKeyPairId() async throws {
-        let fleet = try Fleet()
+        let fleet = try await Fleet.start()
         defer { fleet.stop() }
         let client = try fleet.client()
         defer { client.close() }
@@ -40,7 +40,7 @@ struct SigningTests {
     }
 
     @Test func signURLWithAnIPRangeUsesACustomPolicy() async throws {
-        let fleet = try Fleet()
+        let fleet = try await Fleet.start()
         defer { fleet.stop() }
         let client = try fleet.client()
         defer { client.close() }
@@ -53,7 +53,7 @@ struct SigningTests {
     }
 
     @Test func signCookiesReturnsCloudFrontCookies() async throws {
-        let fleet = try Fleet()
+        let fleet = try await Fleet.start()
         defer { fleet.stop() }
         let client = try fleet.client()
         defer { client.close() }
@@ -69,7 +69,7 @@ struct SigningTests {
     }
 
     @Test func batchOf200RequestsReturns200ResultsInRequestOrder() async throws {
-        let fleet = try Fleet()
+        let fleet = try await Fleet.start()
         defer { fleet.stop() }
         let client = try fleet.client()
         defer { client.close() }
@@ -88,7 +88,7 @@ struct SigningTests {
     }
 
     @Test func batchResultsSucceedOrFailEachOnTheirOwn() async throws {
-        let fleet = try Fleet()
+        let fleet = try await Fleet.start()
         defer { fleet.stop() }
         let client = try fleet.client()
         defer { client.close() }
@@ -105,7 +105,7 @@ struct SigningTests {
     }
 
     @Test func keyIDNotInTheGroupFailsWithUnknownKey() async throws {
-        let fleet = try Fleet()
+        let fleet = try await Fleet.start()
         defer { fleet.stop() }
         let client = try fleet.client()
         defer { client.close() }
@@ -118,7 +118,7 @@ struct SigningTests {
     }
 
     @Test func expiryPastTheWorkersMaximumLifetimeFailsWithTTLTooLong() async throws {
-        let fleet = try Fleet()
+        let fleet = try await Fleet.start()
         defer { fleet.stop() }
         let client = try fleet.client()
         defer { client.close() }
