@@ -5,9 +5,9 @@ import Foundation
 import Logging
 import Synchronization
 
-/// The reply stage: answer each signed batch in one pipelined round trip on its own connection;
-/// a lost connection is re-opened and the same replies are sent again (the reply script answers
-/// each job at most once). A draining worker leaves only when everything it took is answered.
+/// The reply stage: answer each signed batch with one script call on its own connection; a lost
+/// connection is re-opened and the same replies are sent again (the replies script answers each
+/// job at most once). A draining worker leaves only when everything it took is answered.
 final class ReplyLoop {
     private let configuration: WorkerConfiguration
     private let state: WorkerState
@@ -18,6 +18,8 @@ final class ReplyLoop {
     private let deadKey: [UInt8]
     private let recoveriesKey: [UInt8]
     private let ledger: OutcomeLedger
+    private let ttl: [UInt8]
+    private let maxDead: [UInt8]
 
     init(configuration: WorkerConfiguration, state: WorkerState, pipeline: Pipeline, logger: Logger) {
         self.configuration = configuration
@@ -30,6 +32,8 @@ final class ReplyLoop {
         self.deadKey = Array(ns.dead.utf8)
         self.recoveriesKey = Array(ns.recoveries.utf8)
         self.ledger = OutcomeLedger(state: state, logger: logger)
+        self.ttl = Array(String(configuration.replyTTL).utf8)
+        self.maxDead = Array(String(configuration.deadListLength).utf8)
     }
 
     func run() {
@@ -58,27 +62,14 @@ final class ReplyLoop {
 
     /// Answers a batch in one round trip; returns the outcomes that must be tried again.
     private func deliver(_ outcomes: [Outcome], _ connection: RedisConnection, attempt: Int, resent: Bool) throws(RedisError) -> [Outcome] {
-        let ttl = Array(String(configuration.replyTTL).utf8)
-        let maxDead = Array(String(configuration.deadListLength).utf8)
-        var calls: [RedisScriptCall] = []
-        calls.reserveCapacity(outcomes.count)
-        for o in outcomes {
-            switch o.kind {
-            case .reply(let replyTo, let payload):
-                calls.append(RedisScriptCall(script: Scripts.reply, keys: [inflightKey, Array(replyTo.utf8), recoveriesKey], arguments: [o.raw, payload, ttl]))
-            case .dead(let entry):
-                calls.append(RedisScriptCall(script: Scripts.dead, keys: [inflightKey, deadKey, recoveriesKey], arguments: [o.raw, entry, maxDead]))
-            case .deadInRedis:
-                continue
-            }
-        }
-        var replies = try connection.evaluate(calls).makeIterator()
+        let replies = try answer(outcomes, connection)
+        var results = replies.makeIterator()
         var failed: [Outcome] = []
         var redirected: [Outcome] = []
         var answered: [Outcome] = []
         for o in outcomes {
             let r: RedisReply
-            if case .deadInRedis = o.kind { r = .integer(1) } else if let next = replies.next() { r = next } else { break }
+            if case .deadInRedis = o.kind { r = .integer(1) } else if let next = results.next() { r = next } else { break }
             if let e = r.errorMessage {
                 failed.append(o)
                 state.noteError("answering a job: \(e)")
@@ -109,6 +100,51 @@ final class ReplyLoop {
         }
         return failed + redirected
     }
+
+    /// One call of the replies script for the whole batch (see `Scripts.replies`): one result per
+    /// outcome that is not `.deadInRedis`, in order; a script error becomes that error for each.
+    /// The arguments are built in one flat list: each distinct `reply_to` once (a batch usually
+    /// has one or a few), then (target, raw, payload) per job.
+    private func answer(_ outcomes: [Outcome], _ connection: RedisConnection) throws(RedisError) -> [RedisReply] {
+        var keys: [[UInt8]] = [inflightKey, deadKey, recoveriesKey]
+        var targets: [String: Int] = [:]
+        var arguments: [[UInt8]] = [ttl, maxDead]
+        arguments.reserveCapacity(2 + 3 * outcomes.count)
+        var count = 0
+        for o in outcomes {
+            switch o.kind {
+            case .reply(let replyTo, let payload):
+                let t: Int
+                if let known = targets[replyTo] {
+                    t = known
+                } else {
+                    keys.append(Array(replyTo.utf8))
+                    t = keys.count - 3
+                    targets[replyTo] = t
+                }
+                arguments.append(t < Self.decimals.count ? Self.decimals[t] : Array(String(t).utf8))
+                arguments.append(o.raw)
+                arguments.append(payload)
+            case .dead(let entry):
+                arguments.append(Self.decimals[0])
+                arguments.append(o.raw)
+                arguments.append(entry)
+            case .deadInRedis:
+                continue
+            }
+            count += 1
+        }
+        if count == 0 { return [] }
+        let reply = try connection.evaluate(Scripts.replies, keys: keys, arguments: arguments)
+        if case .error = reply { return Array(repeating: reply, count: count) }
+        guard let results = reply.array, results.count == count else {
+            return Array(repeating: .error("unexpected reply from the replies script"), count: count)
+        }
+        return results
+    }
+
+    /// "0" … "63" as arguments, made once.
+    private static let decimals: [[UInt8]] = (0..<64).map { Array(String($0).utf8) }
 
     /// Appends answered jobs to the audit trail: a capped stream (XADD MAXLEN ~) or log lines.
     /// Best effort: an audit failure is logged and never holds up replies.

@@ -132,33 +132,55 @@ enum Scripts {
         return result
         """)
 
-    /// reply(inflight, reply_to, recoveries; raw, payload, ttl): answer only if this worker still
-    /// holds the job. A worker that stalled and had its jobs requeued does not answer them a second
-    /// time. Returns 1 when answered, 0 when the job was no longer ours (a stale reply), -2
-    /// (removing nothing) when `reply_to` holds something other than a list: Lua does not roll
-    /// back, so the type is checked before any write. An answered job's recovery count goes.
-    static let reply = RedisScript(name: "reply", source: """
-        local t = redis.call('TYPE', KEYS[2])['ok']
-        if t ~= 'list' and t ~= 'none' then return -2 end
-        if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then
-          redis.call('RPUSH', KEYS[2], ARGV[2])
-          redis.call('EXPIRE', KEYS[2], ARGV[3])
-          if redis.call('HLEN', KEYS[3]) > 0 then redis.call('HDEL', KEYS[3], redis.sha1hex(ARGV[1])) end
-          return 1
+    /// replies(inflight, dead, recoveries, target_1 … target_t; ttl, dead_max, then per job: target
+    /// index (1…t, or 0 for a dead entry), raw, payload): a whole batch answered in ONE script call,
+    /// each job answered only if this worker still holds it (PROTOCOL.md, "Reliability"); an answered
+    /// job's recovery count goes. Per job: -2 (nothing written) when
+    /// its `reply_to` holds something other than a list, 1 when answered, 0 when the job was no
+    /// longer ours (requeued after a stall: not answered twice). One call instead of one per job
+    /// saves Redis a script invocation, a TYPE, an EXPIRE and an RPUSH per job: replies to one
+    /// `reply_to` go out in one RPUSH (in job order) and one EXPIRE, dead entries in one LPUSH and
+    /// one LTRIM. Every type is checked before any write (Lua does not roll back). The LREMs scan
+    /// from the in-flight list's tail, where the oldest batch (the one being answered) lies in job
+    /// order, so each finds its job at once: no O(batch²) scan.
+    static let replies = RedisScript(name: "replies", source: """
+        local ttl, deadMax = ARGV[1], tonumber(ARGV[2])
+        local targets = #KEYS - 3
+        local usable = {}
+        for t = 1, targets do
+          local kind = redis.call('TYPE', KEYS[3 + t])['ok']
+          usable[t] = kind == 'list' or kind == 'none'
         end
-        return 0
-        """)
-
-    /// dead(inflight, dead, recoveries; raw, entry, maxlen): move an unanswerable job to the capped
-    /// dead list.
-    static let dead = RedisScript(name: "dead", source: """
-        if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then
-          redis.call('LPUSH', KEYS[2], ARGV[2])
-          redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-          if redis.call('HLEN', KEYS[3]) > 0 then redis.call('HDEL', KEYS[3], redis.sha1hex(ARGV[1])) end
-          return 1
+        local recoveries = redis.call('HLEN', KEYS[3]) > 0
+        local results, pushes, dead = {}, {}, {}
+        local jobs = (#ARGV - 2) / 3
+        for j = 1, jobs do
+          local t, raw = tonumber(ARGV[3 * j]), ARGV[3 * j + 1]
+          if t > 0 and not usable[t] then
+            results[j] = -2
+          elseif redis.call('LREM', KEYS[1], -1, raw) == 1 then
+            if t > 0 then
+              local p = pushes[t]
+              if not p then p = {}; pushes[t] = p end
+              p[#p + 1] = ARGV[3 * j + 2]
+            else
+              dead[#dead + 1] = ARGV[3 * j + 2]
+            end
+            if recoveries then redis.call('HDEL', KEYS[3], redis.sha1hex(raw)) end
+            results[j] = 1
+          else
+            results[j] = 0
+          end
         end
-        return 0
+        for t, p in pairs(pushes) do
+          for i = 1, #p, 1000 do redis.call('RPUSH', KEYS[3 + t], unpack(p, i, math.min(i + 999, #p))) end
+          redis.call('EXPIRE', KEYS[3 + t], ttl)
+        end
+        if #dead > 0 then
+          for i = 1, #dead, 1000 do redis.call('LPUSH', KEYS[2], unpack(dead, i, math.min(i + 999, #dead))) end
+          redis.call('LTRIM', KEYS[2], 0, deadMax - 1)
+        end
+        return results
         """)
 
     /// reap(workers, heartbeat, inflight, jobs, dead, recoveries; id, max_recoveries, reaper,
