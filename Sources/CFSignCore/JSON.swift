@@ -56,8 +56,12 @@ public struct JSONReader {
     public static let maximumDepth = 32
 
     public static func parse(_ bytes: some Collection<UInt8>) throws(JSONSyntaxError) -> JSONValue {
-        let array = Array(bytes)
-        return try array.withUnsafeBufferPointer { (buffer) throws(JSONSyntaxError) -> JSONValue in
+        try parse(Array(bytes))
+    }
+
+    /// The same for an array, without generic dispatch (what the worker calls, once per job).
+    public static func parse(_ array: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
+        try array.withUnsafeBufferPointer { (buffer) throws(JSONSyntaxError) -> JSONValue in
             var reader = Cursor(bytes: buffer)
             reader.skipWhitespace()
             let value = try reader.value(depth: 0)
@@ -119,6 +123,7 @@ public struct JSONReader {
         mutating func object(depth: Int) throws(JSONSyntaxError) -> JSONValue {
             index += 1
             var members: [(String, JSONValue)] = []
+            members.reserveCapacity(8)  // a job has 3-8 members: one allocation, no regrowth
             skipWhitespace()
             if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
             while true {
@@ -332,8 +337,20 @@ public struct JSONWriter: Sendable {
     public mutating func field(_ name: String, _ b: Bool) { key(name); value(b) }
 
     /// JSON string escaping: `"` `\` and control characters; everything else as UTF-8.
+    /// A string with nothing to escape (every URL, id and key id cfsign writes) is copied in one
+    /// block instead of byte by byte.
     public static func appendQuoted(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
+        var s = s
+        let plain = s.withUTF8 { utf8 in
+            guard !utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) else { return false }
+            out.append(contentsOf: utf8)
+            return true
+        }
+        if plain {
+            out.append(UInt8(ascii: "\""))
+            return
+        }
         for b in s.utf8 {
             switch b {
             case UInt8(ascii: "\""): out.append(0x5C); out.append(0x22)

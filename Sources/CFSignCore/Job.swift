@@ -49,6 +49,17 @@ public struct SigningRequest: Sendable, Hashable {
         output: OutputKind = .url, hash: HashAlgorithm? = nil, keyID: String? = nil, roundExpiry: Int64? = nil
     ) throws(SigningError) {
         try URLRules.validateURL(url)
+        try self.init(
+            validatedURL: url, expiry: expiry, startsAt: startsAt, ip: ip, resource: resource,
+            output: output, hash: hash, keyID: keyID, roundExpiry: roundExpiry)
+    }
+
+    /// The other checks, for a caller that has just run `URLRules.validateURL(url)` itself
+    /// (`JobParser`, which reports URL problems before the IP's): the URL is not walked twice.
+    init(
+        validatedURL url: String, expiry: Expiry, startsAt: Int64?, ip: IPv4Range?, resource: String?,
+        output: OutputKind, hash: HashAlgorithm?, keyID: String?, roundExpiry: Int64?
+    ) throws(SigningError) {
         switch expiry {
         case .at(let t) where t <= 0:
             throw SigningError(.invalidExpiry, "expires_at \(t) is not a time in epoch seconds")
@@ -119,6 +130,11 @@ public enum JobParser {
     public static let maximumIDLength = 200
 
     public static func parse(_ bytes: some Collection<UInt8>, namespace: Namespace) -> JobIntake {
+        parse(Array(bytes), namespace: namespace)
+    }
+
+    /// The same for an array, without generic dispatch (what the worker calls, once per job).
+    public static func parse(_ bytes: [UInt8], namespace: Namespace) -> JobIntake {
         if bytes.count > maximumSize {
             return .dead(SigningError(.invalidJob, "job is \(bytes.count) bytes; at most \(maximumSize) are read"))
         }
@@ -210,7 +226,7 @@ public enum JobParser {
         try URLRules.validateURL(url)
         let ip = try ipText.map { (text) throws(SigningError) in try IPv4Range(parsing: text) }
         return try SigningRequest(
-            url: url, expiry: expiry, startsAt: startsAt, ip: ip, resource: resource,
+            validatedURL: url, expiry: expiry, startsAt: startsAt, ip: ip, resource: resource,
             output: output, hash: hash, keyID: keyID, roundExpiry: roundExpiry)
     }
 
@@ -225,10 +241,16 @@ public enum JobParser {
 
         init(members: [(String, JSONValue)]) {
             self.members = members
-            var seen = Set<String>()
-            for (name, _) in members where !seen.insert(name).inserted {
-                if duplicate == nil { duplicate = name }
-                duplicates.insert(name)
+            // A job has a handful of members: comparing pairs costs less than hashing each name
+            // into a Set (same String equality, same first duplicate).
+            for i in members.indices.dropFirst() {
+                let name = members[i].0
+                var seenBefore = false
+                for j in 0..<i where members[j].0 == name { seenBefore = true; break }
+                if seenBefore {
+                    if duplicate == nil { duplicate = name }
+                    duplicates.insert(name)
+                }
             }
         }
 

@@ -32,10 +32,16 @@ public struct SignedLink: Sendable, Equatable {
         case .url:
             let url = plan.request.url
             var s = url
-            s.reserveCapacity(url.utf8.count + sig.utf8.count + policyParameter.value.utf8.count + 80)
+            s.reserveCapacity(url.utf8.count + sig.utf8.count + policyParameter.value.utf8.count + keyID.utf8.count + 64)
+            // One append per piece, into the reserved string: no temporary strings.
             s += url.utf8.contains(UInt8(ascii: "?")) ? "&" : "?"
-            s += policyParameter.name + "=" + policyParameter.value
-            s += "&Signature=" + sig + "&Key-Pair-Id=" + keyID
+            s += policyParameter.name
+            s += "="
+            s += policyParameter.value
+            s += "&Signature="
+            s += sig
+            s += "&Key-Pair-Id="
+            s += keyID
             if plan.hash == .sha256 { s += "&Hash-Algorithm=SHA256" }
             output = .url(s)
         case .cookies:

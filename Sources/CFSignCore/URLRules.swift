@@ -47,23 +47,14 @@ public enum URLRules {
             _ = hash
             throw SigningError(.invalidURL, "url has a fragment (#...); CloudFront never sees fragments, so sign the URL without it")
         }
-        let lower = url.lowercased()
         let schemeLength: Int
-        if url.hasPrefix("https://") {
+        // Bytes: the characters were checked to be printable ASCII, so this is String.hasPrefix.
+        if bytes.starts(with: "https://".utf8) {
             schemeLength = 8
-        } else if url.hasPrefix("http://") {
+        } else if bytes.starts(with: "http://".utf8) {
             schemeLength = 7
-        } else if lower.hasPrefix("https://") || lower.hasPrefix("http://") {
-            throw SigningError(.invalidURL, "url scheme must be written in lower case: http:// or https://")
-        } else if lower.hasPrefix("https:") || lower.hasPrefix("http:") {
-            throw SigningError(.invalidURL, "url must start with http:// or https:// (two slashes), e.g. https://d111111abcdef8.cloudfront.net/path")
-        } else if let colon = bytes.firstIndex(of: UInt8(ascii: ":")),
-                  bytes[..<colon].allSatisfy({ isSchemeCharacter($0) }), colon > 0,
-                  !bytes[..<colon].contains(UInt8(ascii: "/")) {
-            let scheme = String(decoding: bytes[..<colon], as: UTF8.self)
-            throw SigningError(.invalidURL, "url scheme \"\(scheme)\" is not supported; CloudFront links are http:// or https://")
         } else {
-            throw SigningError(.invalidURL, "url is not absolute; give the full link, e.g. https://d111111abcdef8.cloudfront.net/path")
+            try refuseScheme(url, bytes)
         }
         // Authority: up to the first '/', '?' or the end.
         var end = schemeLength
@@ -75,15 +66,43 @@ public enum URLRules {
             throw SigningError(.invalidURL, "url path \(String(decoding: bytes[end..<pathEnd], as: UTF8.self)) holds the dot segment \"\(dot)\"; a browser or origin removes it (\"..\" climbs a folder), so the link would name another object than the one signed. Give the path without . and .. segments")
         }
         if end < bytes.count, let q = bytes[end...].firstIndex(of: UInt8(ascii: "?")) {
-            let query = bytes[(q + 1)...]
-            for parameter in query.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
-                let name = parameter.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false).first ?? parameter[...]
-                let nameText = String(decoding: name, as: UTF8.self)
-                if signingParameters.contains(nameText) {
-                    throw SigningError(.invalidURL, "url already has the signing query parameter \"\(nameText)\"; give the unsigned URL (none of Expires, Policy, Signature, Key-Pair-Id, Hash-Algorithm)")
+            // Each parameter's name: from after '?' or '&' up to '=' or the next '&' (an empty
+            // parameter, "&&", names nothing). Scanned in place: no arrays per parameter.
+            var i = q + 1
+            while i <= bytes.count {
+                var nameEnd = i
+                while nameEnd < bytes.count, bytes[nameEnd] != UInt8(ascii: "&"), bytes[nameEnd] != UInt8(ascii: "=") { nameEnd += 1 }
+                var next = nameEnd
+                while next < bytes.count, bytes[next] != UInt8(ascii: "&") { next += 1 }
+                if next > i, let name = signingParameter(bytes[i..<nameEnd]) {
+                    throw SigningError(.invalidURL, "url already has the signing query parameter \"\(name)\"; give the unsigned URL (none of Expires, Policy, Signature, Key-Pair-Id, Hash-Algorithm)")
                 }
+                i = next + 1
             }
         }
+    }
+
+    /// Why a URL that starts with neither `https://` nor `http://` is refused (always throws).
+    private static func refuseScheme(_ url: String, _ bytes: [UInt8]) throws(SigningError) -> Never {
+        let lower = url.lowercased()
+        if lower.hasPrefix("https://") || lower.hasPrefix("http://") {
+            throw SigningError(.invalidURL, "url scheme must be written in lower case: http:// or https://")
+        } else if lower.hasPrefix("https:") || lower.hasPrefix("http:") {
+            throw SigningError(.invalidURL, "url must start with http:// or https:// (two slashes), e.g. https://d111111abcdef8.cloudfront.net/path")
+        } else if let colon = bytes.firstIndex(of: UInt8(ascii: ":")),
+                  bytes[..<colon].allSatisfy({ isSchemeCharacter($0) }), colon > 0,
+                  !bytes[..<colon].contains(UInt8(ascii: "/")) {
+            let scheme = String(decoding: bytes[..<colon], as: UTF8.self)
+            throw SigningError(.invalidURL, "url scheme \"\(scheme)\" is not supported; CloudFront links are http:// or https://")
+        }
+        throw SigningError(.invalidURL, "url is not absolute; give the full link, e.g. https://d111111abcdef8.cloudfront.net/path")
+    }
+
+    /// The signing parameter these bytes spell, if any (byte equality: the URL is ASCII).
+    private static func signingParameter(_ name: ArraySlice<UInt8>) -> String? {
+        guard name.count >= 6, name.count <= 14 else { return nil }
+        for p in signingParameters where name.elementsEqual(p.utf8) { return p }
+        return nil
     }
 
     private static func isSchemeCharacter(_ b: UInt8) -> Bool {
@@ -176,9 +195,19 @@ extension URLRules {
     /// any mix of `.`, `%2e` and `%2E`. Path parameters do not hide one: `..;x` counts, because
     /// Tomcat and Jetty drop `;x` and then climb.
     public static func dotSegment(in path: some Collection<UInt8>) -> String? {
-        for segment in Array(path).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
-            let name = segment.prefix { $0 != UInt8(ascii: ";") }
-            if isDots(name) { return String(decoding: segment, as: UTF8.self) }
+        let bytes = Array(path)
+        // Each non-empty segment between '/'s; its name ends at ';' (path parameters). In place:
+        // no array of segments.
+        var start = 0
+        while start < bytes.count {
+            var end = start
+            while end < bytes.count, bytes[end] != UInt8(ascii: "/") { end += 1 }
+            if end > start {
+                var nameEnd = start
+                while nameEnd < end, bytes[nameEnd] != UInt8(ascii: ";") { nameEnd += 1 }
+                if isDots(bytes[start..<nameEnd]) { return String(decoding: bytes[start..<end], as: UTF8.self) }
+            }
+            start = end + 1
         }
         return nil
     }

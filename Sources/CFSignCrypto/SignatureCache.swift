@@ -14,21 +14,29 @@ public final class SignatureCache: Sendable {
         let keyID: String
         let hash: HashAlgorithm
         let policy: [UInt8]
+        /// The hash of all of the above, computed once: a miss looks the key up, inserts it and
+        /// evicts another, and hashing the policy bytes three times cost more than the lookups.
+        let digest: Int
 
         public init(scope: Int64, keyID: String, hash: HashAlgorithm, policy: [UInt8]) {
             self.scope = scope
             self.keyID = keyID
             self.hash = hash
             self.policy = policy
-        }
-
-        /// Hashes the policy as one block of bytes: the synthesized `[UInt8]` hashing feeds the
-        /// hasher one byte at a time, which cost more than an EC signature's bookkeeping.
-        public func hash(into hasher: inout Hasher) {
+            // The policy as one block of bytes: the synthesized `[UInt8]` hashing feeds the hasher
+            // one byte at a time.
+            var hasher = Hasher()
             hasher.combine(scope)
             hasher.combine(keyID)
             hasher.combine(hash)
             policy.withUnsafeBytes { hasher.combine(bytes: $0) }
+            digest = hasher.finalize()
+        }
+
+        public func hash(into hasher: inout Hasher) { hasher.combine(digest) }
+
+        public static func == (a: Key, b: Key) -> Bool {
+            a.digest == b.digest && a.scope == b.scope && a.hash == b.hash && a.keyID == b.keyID && a.policy == b.policy
         }
     }
 
