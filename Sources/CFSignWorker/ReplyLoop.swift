@@ -107,7 +107,7 @@ final class ReplyLoop {
     /// has one or a few), then (target, raw, payload) per job.
     private func answer(_ outcomes: [Outcome], _ connection: RedisConnection) throws(RedisError) -> [RedisReply] {
         var keys: [[UInt8]] = [inflightKey, deadKey, recoveriesKey]
-        var targets: [String: Int] = [:]
+        var targets: [ReplyKey: Int] = [:]
         var arguments: [[UInt8]] = [ttl, maxDead]
         arguments.reserveCapacity(2 + 3 * outcomes.count)
         var count = 0
@@ -115,12 +115,13 @@ final class ReplyLoop {
             switch o.kind {
             case .reply(let replyTo, let payload):
                 let t: Int
-                if let known = targets[replyTo] {
+                let key = ReplyKey(bytes: Array(replyTo.utf8))
+                if let known = targets[key] {
                     t = known
                 } else {
-                    keys.append(Array(replyTo.utf8))
+                    keys.append(key.bytes)
                     t = keys.count - 3
-                    targets[replyTo] = t
+                    targets[key] = t
                 }
                 arguments.append(t < Self.decimals.count ? Self.decimals[t] : Array(String(t).utf8))
                 arguments.append(o.raw)
@@ -141,6 +142,13 @@ final class ReplyLoop {
             return Array(repeating: .error("unexpected reply from the replies script"), count: count)
         }
         return results
+    }
+
+    /// A `reply_to` by its bytes: two names Swift's String calls equal (canonically equivalent,
+    /// e.g. a precomposed and a decomposed "é") are two Redis keys. Hashed as one block.
+    private struct ReplyKey: Hashable {
+        let bytes: [UInt8]
+        func hash(into hasher: inout Hasher) { bytes.withUnsafeBytes { hasher.combine(bytes: $0) } }
     }
 
     /// "0" … "63" as arguments, made once.
