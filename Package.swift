@@ -30,6 +30,14 @@ let package = Package(
         .library(name: "CFSignWorker", targets: ["CFSignWorker"]),
         .library(name: "CFSignAdmin", targets: ["CFSignAdmin"]),
     ],
+    traits: [
+        // The worker's OTLP/HTTP trace exporter (swift-otel, with async-http-client and
+        // swift-protobuf under it: about 7 minutes of a clean build). The ThreadSanitizer build in
+        // scripts/test passes --disable-default-traits, so CI builds it once, not twice; without
+        // it the worker still records nothing and says so when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+        .trait(name: "OTLPExport", description: "Export the worker's job spans over OTLP/HTTP (swift-otel)"),
+        .default(enabledTraits: ["OTLPExport"]),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -38,6 +46,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        // OTLP/HTTP only: the default traits would add gRPC (grpc-swift, HTTP/2) to every build.
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         .systemLibrary(
@@ -74,6 +85,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         .target(
@@ -107,6 +119,7 @@ let package = Package(
                 "CFSignSync", "CFSignCore", "CFSignRedis",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Instrumentation", package: "swift-distributed-tracing"),
             ]
         ),
         .executableTarget(
@@ -121,6 +134,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "OTel", package: "swift-otel", condition: .when(traits: ["OTLPExport"])),
             ]
         ),
         // The producer half of scripts/bench-producer: many concurrent sign calls through one client.
@@ -148,6 +163,7 @@ let package = Package(
             dependencies: [
                 "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Instrumentation", package: "swift-distributed-tracing"),
             ]
         ),
     ],

@@ -607,3 +607,121 @@ class KeyEvents:
             self.pubsub.close()
         except self._errors:
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# OTLP/HTTP receiver (issue 19: the worker's traces)
+
+
+@dataclass
+class ReceivedSpan:
+    """One span as an OTLP/HTTP collector received it (ids as lower-case hex)."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    events: list[tuple[str, int]]
+    status_code: int
+    status_message: str
+    resource: dict[str, Any]
+
+
+class OTLPReceiver:
+    """A small OTLP/HTTP trace collector on 127.0.0.1: decodes each POSTed
+    `ExportTraceServiceRequest` (opentelemetry-proto, protobuf) and keeps its spans and raw bodies.
+    Point a worker at it with `env()`."""
+
+    def __init__(self) -> None:
+        import gzip
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.spans: list[ReceivedSpan] = []
+        self.bodies: list[bytes] = []
+        self.requests: list[tuple[str, str]] = []  # (path, content type)
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                with receiver._lock:
+                    receiver.requests.append((self.path, self.headers.get("Content-Type", "")))
+                    receiver.bodies.append(body)
+                    receiver.spans.extend(OTLPReceiver._spans(request))
+                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _value(v) -> Any:
+        kind = v.WhichOneof("value")
+        if kind == "array_value":
+            return [OTLPReceiver._value(x) for x in v.array_value.values]
+        return getattr(v, kind) if kind else None
+
+    @staticmethod
+    def _spans(request) -> list[ReceivedSpan]:
+        spans = []
+        for rs in request.resource_spans:
+            resource = {a.key: OTLPReceiver._value(a.value) for a in rs.resource.attributes}
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    spans.append(ReceivedSpan(
+                        trace_id=s.trace_id.hex(), span_id=s.span_id.hex(), parent_span_id=s.parent_span_id.hex(),
+                        name=s.name, kind=s.kind, start_ns=s.start_time_unix_nano, end_ns=s.end_time_unix_nano,
+                        attributes={a.key: OTLPReceiver._value(a.value) for a in s.attributes},
+                        events=[(e.name, e.time_unix_nano) for e in s.events],
+                        status_code=s.status.code, status_message=s.status.message, resource=resource))
+        return spans
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The worker's OTEL_* environment for this receiver (a short batch delay for tests)."""
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}", "OTEL_BSP_SCHEDULE_DELAY": "100", **extra}
+
+    def received(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return list(self.spans)
+
+    def wait_for(self, predicate: Callable[[ReceivedSpan], bool], count: int = 1, timeout: float = 20,
+                 what: str = "spans") -> list[ReceivedSpan]:
+        """Waits until at least `count` received spans match; returns the matching ones."""
+        found: list[ReceivedSpan] = []
+
+        def enough() -> bool:
+            nonlocal found
+            found = [s for s in self.received() if predicate(s)]
+            return len(found) >= count
+
+        wait_until(enough, timeout, what=what)
+        return found
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (a dead collector)."""
+    return free_port()

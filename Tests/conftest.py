@@ -98,3 +98,15 @@ def module_workers(cfsign_bin: Path, tmp_path_factory):
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture
+def otlp_receiver():
+    """A real OTLP/HTTP trace collector on a free 127.0.0.1 port (cfsign_support.OTLPReceiver)."""
+    from cfsign_support import OTLPReceiver
+
+    receiver = OTLPReceiver()
+    try:
+        yield receiver
+    finally:
+        receiver.close()

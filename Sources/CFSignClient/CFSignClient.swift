@@ -3,6 +3,7 @@ import CFSignCore
 import CFSignRedis
 import Dispatch
 import Foundation
+import Instrumentation
 import Logging
 import Synchronization
 
@@ -168,6 +169,7 @@ public final class CFSignClient: Sendable {
         if Task.isCancelled { return requests.map { _ in .failure(.cancelled) } }
         let limit = timeout ?? configuration.defaultTimeout
         let askedAt = Int64(Date().timeIntervalSince1970)
+        let trace = Self.currentTraceContext()
         let calls = requests.map { request in
             Call(id: configuration.clientID + "-" + String(counter.add(1, ordering: .relaxed).newValue),
                  request: request.request, askedAt: askedAt, seconds: limit)
@@ -178,7 +180,7 @@ public final class CFSignClient: Sendable {
             if closed.load(ordering: .acquiring) { return false }
             for (call, request) in zip(calls, requests) {
                 c.byID[call.id] = call
-                c.queue.append((call.id, request.jobJSON(id: call.id, replyTo: replyKey)))
+                c.queue.append((call.id, request.jobJSON(id: call.id, replyTo: replyKey, trace: trace)))
             }
             return true
         }
@@ -199,9 +201,27 @@ public final class CFSignClient: Sendable {
         }
     }
 
+    /// The caller's trace context as the instrument the app bootstrapped writes it (swift-otel's
+    /// W3C propagator, say): the worker's span for each job becomes a child of the caller's span.
+    /// nil without a bootstrapped instrument or a current context, or when what it wrote is not
+    /// a valid version-00 `traceparent` (the worker would ignore it anyway).
+    static func currentTraceContext() -> TraceContext? {
+        guard let context = InstrumentationContext.current else { return nil }
+        var carrier: [String: String] = [:]
+        InstrumentationSystem.instrument.inject(context, into: &carrier, using: TraceHeaderInjector())
+        guard let parent = carrier["traceparent"] else { return nil }
+        return TraceContext(traceparent: parent, tracestate: carrier["tracestate"])
+    }
+
     // MARK: Calls
 
     /// One waiting call: what was asked (to check the reply against), and where its result goes.
+    private struct TraceHeaderInjector: Injector {
+        func inject(_ value: String, forKey key: String, into carrier: inout [String: String]) {
+            carrier[key.lowercased()] = value
+        }
+    }
+
     private struct Call: Sendable {
         let id: String
         let request: SigningRequest

@@ -71,7 +71,8 @@ public struct SignRequest: Sendable {
     public init(_ request: SigningRequest) { self.request = request }
 
     /// The job as the contract writes it.
-    func jobJSON(id: String, replyTo: String) -> [UInt8] {
+    /// - Parameter trace: the caller's span context, so the worker's span is its child.
+    func jobJSON(id: String, replyTo: String, trace: TraceContext? = nil) -> [UInt8] {
         var w = JSONWriter(capacity: 256)
         w.beginObject()
         w.field("id", id)
@@ -89,6 +90,10 @@ public struct SignRequest: Sendable {
         if let k = request.keyID { w.field("key_id", k) }
         // cfsign extension: lets workers export enqueue-to-reply time (cfsign_job_age_seconds).
         w.field("enqueued_at_ms", Int64((Date().timeIntervalSince1970 * 1000).rounded()))
+        if let trace {
+            w.field("traceparent", trace.traceparent)
+            if let state = trace.tracestate { w.field("tracestate", state) }
+        }
         w.endObject()
         return w.bytes
     }

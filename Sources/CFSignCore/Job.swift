@@ -101,6 +101,9 @@ public struct Job: Sendable {
     /// Always within `validEnqueuedAt` (a value outside it is read as absent), so a consumer may
     /// subtract it from a clock reading without overflow.
     public let enqueuedAtMilliseconds: Int64?
+    /// The producer's W3C trace context (`traceparent`/`tracestate`), when valid; read only when
+    /// the worker traces (see `JobParser.parse(_:namespace:trace:)`).
+    public var trace: TraceContext? = nil
 
     /// `enqueued_at_ms` values kept: 0 through the latest expiry (9999-12-31), in milliseconds.
     public static let validEnqueuedAt: ClosedRange<Int64> = 0...(SigningLimits.latestExpiry * 1000 + 999)
@@ -135,6 +138,17 @@ public enum JobParser {
 
     /// The same for an array, without generic dispatch (what the worker calls, once per job).
     public static func parse(_ bytes: [UInt8], namespace: Namespace) -> JobIntake {
+        var unused: TraceContext? = nil
+        return parse(bytes, namespace: namespace, trace: &unused, readTrace: false)
+    }
+
+    /// Also reads the job's optional trace context into `trace` (for refused and dead jobs too, as
+    /// long as the job is a JSON object): a malformed or unusable one is nil, never an error.
+    public static func parse(_ bytes: [UInt8], namespace: Namespace, trace: inout TraceContext?) -> JobIntake {
+        parse(bytes, namespace: namespace, trace: &trace, readTrace: true)
+    }
+
+    private static func parse(_ bytes: [UInt8], namespace: Namespace, trace: inout TraceContext?, readTrace: Bool) -> JobIntake {
         if bytes.count > maximumSize {
             return .dead(SigningError(.invalidJob, "job is \(bytes.count) bytes; at most \(maximumSize) are read"))
         }
@@ -147,6 +161,10 @@ public enum JobParser {
         // Duplicates are not refused wholesale: one of `id`/`reply_to` makes the job unanswerable
         // (dead), any other is answered as invalid_job.
         var fields = Fields(members: document.members)
+        if readTrace, let parent = (try? fields.string("traceparent")) ?? nil {
+            let state = (try? fields.string("tracestate")) ?? nil
+            trace = TraceContext(traceparent: parent, tracestate: state)
+        }
         // Without a readable id and reply_to nobody can be answered.
         let id: String
         let replyTo: String
@@ -174,7 +192,9 @@ public enum JobParser {
             // Optional extension field; a value of another type or outside `Job.validEnqueuedAt`
             // is ignored, never refused (the initializer drops it).
             let enqueued = (try? fields.integer("enqueued_at_ms")) ?? nil
-            return .job(Job(id: id, replyTo: replyTo, request: request, enqueuedAtMilliseconds: enqueued))
+            var job = Job(id: id, replyTo: replyTo, request: request, enqueuedAtMilliseconds: enqueued)
+            job.trace = trace
+            return .job(job)
         } catch {
             return .refused(id: id, replyTo: replyTo, error: error)
         }

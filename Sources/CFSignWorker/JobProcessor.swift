@@ -4,6 +4,7 @@ import CFSignCrypto
 import Dispatch
 import Foundation
 import Synchronization
+import Tracing
 
 /// What answering one job means: a reply onto its `reply_to`, or an entry on the dead list.
 struct Outcome: Sendable {
@@ -23,6 +24,8 @@ struct Outcome: Sendable {
     var enqueuedAtMilliseconds: Int64? = nil
     /// What the audit trail records for this job (only built when auditing is on).
     var audit: AuditRecord? = nil
+    /// Timestamps and span attributes (only recorded when the worker traces; see `JobSpans`).
+    var trace: JobTrace? = nil
 }
 
 /// One audit entry: who asked for what, and what they got. Never a signature or key material.
@@ -56,14 +59,18 @@ struct JobProcessor: Sendable {
     var auditing = false
     /// Signatures by (group version, key, digest, policy); nil when the cache is off.
     var cache: SignatureCache?
+    /// Record each job's `JobTrace` (a tracer is bootstrapped); off: no timestamps are taken.
+    var tracing = false
 
     /// One job. Never throws and never traps on bad input: every path ends in an outcome.
     /// - Parameter refusal: why this worker has no group (the stored one was refused), for the
     ///   `no_signing_key` message; nil when no group was stored at all.
     func process(_ raw: [UInt8], group: SigningKeyGroup?, refusal: String? = nil, now: Int64) -> Outcome {
         let start = DispatchTime.now().uptimeNanoseconds
-        var outcome = outcome(raw, group: group, refusal: refusal, now: now)
+        var trace: JobTrace? = tracing ? JobTrace() : nil
+        var outcome = outcome(raw, group: group, refusal: refusal, now: now, trace: &trace)
         metrics.signDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
+        outcome.trace = trace
         if auditing { outcome.audit = auditRecord(raw, outcome: outcome, group: group) }
         return outcome
     }
@@ -88,14 +95,22 @@ struct JobProcessor: Sendable {
         }
     }
 
-    private func outcome(_ raw: [UInt8], group: SigningKeyGroup?, refusal: String?, now: Int64) -> Outcome {
-        switch JobParser.parse(raw, namespace: namespace) {
+    private func outcome(_ raw: [UInt8], group: SigningKeyGroup?, refusal: String?, now: Int64, trace: inout JobTrace?) -> Outcome {
+        var context: TraceContext? = nil
+        let intake = trace == nil ? JobParser.parse(raw, namespace: namespace) : JobParser.parse(raw, namespace: namespace, trace: &context)
+        trace?.context = context
+        switch intake {
         case .dead(let error):
             let entry = ReplyEncoder.dead(error: error, job: raw, worker: workerID, atMilliseconds: Self.milliseconds())
             return Outcome(raw: raw, kind: .dead(entry: entry), error: error.code)
         case .refused(let id, let replyTo, let error):
+            trace?.jobID = id
             return Outcome(raw: raw, kind: .reply(replyTo: replyTo, payload: ReplyEncoder.failure(id: id, error: error)), error: error.code)
         case .job(let job):
+            trace?.jobID = job.id
+            // Optional chaining: with tracing off the clock is not read at all.
+            trace?.signStart = DefaultTracerClock.now
+            defer { trace?.signEnd = DefaultTracerClock.now }
             do throws(SigningError) {
                 guard let group else {
                     if let refusal {
@@ -104,7 +119,13 @@ struct JobProcessor: Sendable {
                     throw SigningError(.noSigningKey, "this worker has no key group yet; an operator must store one in \(namespace.keyGroup) (cfsign keygroup set)")
                 }
                 let (keyID, key) = try group.key(for: job.request.keyID)
+                if trace != nil {
+                    trace?.keyID = keyID
+                    trace?.keyLocation = key.location.kind
+                    trace?.keyAlgorithm = key.type.rawValue
+                }
                 let link = try signer.sign(job.request, key: key, keyID: keyID, now: now, cache: cache, cacheScope: group.version)
+                trace?.hash = (job.request.hash ?? signer.limits.defaultHash).rawValue
                 return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.success(id: job.id, link: link)), error: nil, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds)
             } catch {
                 return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.failure(id: job.id, error: error)), error: error.code, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds)

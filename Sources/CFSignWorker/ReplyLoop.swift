@@ -20,8 +20,11 @@ final class ReplyLoop {
     private let ledger: OutcomeLedger
     private let ttl: [UInt8]
     private let maxDead: [UInt8]
+    /// nil: not tracing.
+    private let spans: JobSpans?
 
-    init(configuration: WorkerConfiguration, state: WorkerState, pipeline: Pipeline, logger: Logger) {
+    init(configuration: WorkerConfiguration, state: WorkerState, pipeline: Pipeline, logger: Logger, spans: JobSpans? = nil) {
+        self.spans = spans
         self.configuration = configuration
         self.state = state
         self.pipeline = pipeline
@@ -90,6 +93,8 @@ final class ReplyLoop {
             }
         }
         audit(answered, connection)
+        // After the round trip, so each span ends when its reply was pushed.
+        spans?.emit(answered)
         if !failed.isEmpty {
             if attempt >= 10 {
                 logger.error("giving up answering jobs after 10 attempts; they stay in this worker's in-flight list and are taken again", metadata: ["jobs": "\(failed.count)", "error": "\(state.lastErrorText ?? "")"])

@@ -7,6 +7,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// A cfsign worker process: the fetch, heartbeat and key-group threads around one shared state.
 ///
@@ -20,9 +21,14 @@ public final class Worker: Service, Sendable {
     private let state: WorkerState
     private let heartbeatWake = DispatchSemaphore(value: 0)
     private let fetchFinished = Atomic<Bool>(false)
+    /// nil: not tracing (no tracer bootstrapped), and no timestamps are taken.
+    private let spans: JobSpans?
 
-    public init(configuration: WorkerConfiguration, logger: Logger) {
+    /// - Parameter tracer: where job spans go; nil: `InstrumentationSystem.tracer` (swift-otel's
+    ///   when the executable bootstrapped it, else a no-op, and then the worker records nothing).
+    public init(configuration: WorkerConfiguration, logger: Logger, tracer: (any Tracer)? = nil) {
         self.configuration = configuration
+        self.spans = JobSpans(tracer: tracer ?? InstrumentationSystem.tracer, namespace: configuration.namespace)
         self.state = WorkerState(signatureCacheSize: configuration.signatureCacheSize)
         var logger = logger
         logger[metadataKey: "worker"] = "\(configuration.workerID)"
@@ -137,6 +143,7 @@ public final class Worker: Service, Sendable {
             workerID: configuration.workerID, concurrency: configuration.concurrency, metrics: state.metrics)
         processor.auditing = configuration.audit != .off
         processor.cache = state.cache
+        processor.tracing = spans != nil
         let signingProcessor = processor
         let stages = DispatchGroup()
         Self.spawn("cfsign-take", group: stages) { [self] in
@@ -147,7 +154,7 @@ public final class Worker: Service, Sendable {
             Pipeline.sign(pipeline, processor: signingProcessor, state: state, keyUnavailableAfter: keyUnavailableAfter)
         }
         Self.spawn("cfsign-reply", group: stages) { [self] in
-            ReplyLoop(configuration: configuration, state: state, pipeline: pipeline, logger: logger).run()
+            ReplyLoop(configuration: configuration, state: state, pipeline: pipeline, logger: logger, spans: spans).run()
         }
         group.enter()
         stages.notify(queue: .global()) { [self] in

@@ -6,6 +6,7 @@ import CFSignHTTP
 import Metrics
 import Prometheus
 import ServiceLifecycle
+import Tracing
 
 struct Worker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -96,10 +97,23 @@ struct Worker: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         // Before any descriptor is opened for HTTP: see HTTPConnectionBudget.
         let limits = HTTPConnectionBudget.limits(for: configuration, logger: logger)
-        let worker = CFSignWorker.Worker(configuration: configuration, logger: logger)
-        // The HTTP endpoint is registered first: the group stops services in reverse order, so
-        // /readyz keeps saying "draining" until the worker has answered what it holds.
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // Traces (OTEL_EXPORTER_OTLP_ENDPOINT): a tracer for the worker and the exporter's service.
+        let traces: TraceExport.Backend?
+        do {
+            traces = try TraceExport.make(environment: ProcessInfo.processInfo.environment, logger: logger)
+        } catch {
+            throw Terminal.fail(nil, "worker not started: \(error.message)")
+        }
+        if let traces {
+            // Also for anything else in this process that injects or extracts trace context.
+            InstrumentationSystem.bootstrap(traces.tracer)
+            logger.notice("exporting traces over OTLP/HTTP", metadata: ["endpoint": "\(ProcessInfo.processInfo.environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] ?? ProcessInfo.processInfo.environment["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "")"])
+        }
+        let worker = CFSignWorker.Worker(configuration: configuration, logger: logger, tracer: traces?.tracer)
+        // The trace exporter first, then the HTTP endpoint: the group stops services in reverse
+        // order, so /readyz keeps saying "draining" until the worker has answered what it holds,
+        // and the exporter flushes the last spans after that.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = traces.map { [.init(service: $0.service)] } ?? []
         if let address = configuration.httpAddress, let (host, port) = HTTPServer.parseAddress(address) {
             do {
                 let http = try await HTTPServer.start(host: host, port: port, limits: limits, logger: logger) { request in

@@ -3,8 +3,10 @@
 
 Usage: python_producer.py URL [REDIS_URL] [NAMESPACE]
 Prints the signed URL; exits 1 with the error code on an error reply or a timeout.
+With TRACEPARENT (and TRACESTATE) set, the job carries that W3C trace context, so the worker's span
+is a child of yours; with OpenTelemetry, pass your span's: propagate.inject(carrier) fills both.
 """
-import json, sys, uuid
+import json, os, sys, uuid
 import redis
 
 url = sys.argv[1]
@@ -13,7 +15,11 @@ ns = sys.argv[3] if len(sys.argv) > 3 else "cfsign"
 
 reply_to = f"{{{ns}}}:reply:example-{uuid.uuid4().hex}"   # one reply list per client
 job_id = uuid.uuid4().hex
-r.lpush(f"{{{ns}}}:jobs", json.dumps({"id": job_id, "reply_to": reply_to, "url": url, "expires_in": 3600}))
+job = {"id": job_id, "reply_to": reply_to, "url": url, "expires_in": 3600}
+for field in ("traceparent", "tracestate"):           # optional: the caller's trace context
+    if os.environ.get(field.upper()):
+        job[field] = os.environ[field.upper()]
+r.lpush(f"{{{ns}}}:jobs", json.dumps(job))
 
 while True:
     got = r.blpop(reply_to, timeout=10)

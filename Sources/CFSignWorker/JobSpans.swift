@@ -1,0 +1,115 @@
+import CFSignCore
+import CFSignCrypto
+import Foundation
+import Tracing
+
+/// What one job's span is made of, recorded while the job is processed (issue 19).
+///
+/// Signing lanes only take timestamps and copy a few strings here; the span itself is made by the
+/// reply stage once the reply is pushed (`JobSpans.emit`), so a batch never stretches a job's
+/// span over its neighbours' work and the lanes do no tracing work. Nothing here may hold a
+/// signature, a policy, a URL or key material.
+struct JobTrace: Sendable {
+    /// The producer's context; nil: the span is a root.
+    var context: TraceContext?
+    /// Parse of the job's bytes began.
+    var parseStart: DefaultTracerClock.Instant
+    /// Parse ended and signing (the key's lookup, the policy's checks, the signature) began; nil for
+    /// a job refused or dead-lettered by the parser.
+    var signStart: DefaultTracerClock.Instant?
+    /// Signing ended (with a signature or an error).
+    var signEnd: DefaultTracerClock.Instant?
+    var jobID: String?
+    var keyID: String?
+    /// `KeyLocation`'s kind: memory, pkcs11, ... (never the URI).
+    var keyLocation: String?
+    var keyAlgorithm: String?
+    var hash: String?
+
+    init(now: DefaultTracerClock.Instant = DefaultTracerClock.now) { parseStart = now }
+}
+
+/// Makes each answered job's span on a tracer (the process's `InstrumentationSystem.tracer`,
+/// swift-otel's when the executable bootstrapped it). Used from the reply stage's thread only.
+///
+/// Exporting never holds the reply stage: a span is handed to the tracer's processor, which queues
+/// it (bounded) and exports in the background; what it cannot queue or send is dropped and
+/// counted by the exporter's wiring (`cfsign_spans_dropped_total`).
+final class JobSpans: Sendable {
+    let tracer: any Tracer
+    /// `{NS}:jobs`, the list the jobs came from (`messaging.destination.name`).
+    let destination: String
+    let operationName: String
+
+    /// nil when the tracer is a no-op (nothing bootstrapped): then the worker takes no timestamps.
+    init?(tracer: any Tracer, namespace: Namespace) {
+        if tracer is NoOpTracer { return nil }
+        self.tracer = tracer
+        self.destination = namespace.jobs
+        self.operationName = "process " + namespace.jobs
+    }
+
+    /// One span per answered outcome that was traced, ending now (the reply has been pushed).
+    func emit(_ outcomes: [Outcome]) {
+        let end = DefaultTracerClock.now
+        for o in outcomes {
+            guard let trace = o.trace else { continue }
+            emit(o, trace, end: end)
+        }
+    }
+
+    private func emit(_ o: Outcome, _ trace: JobTrace, end: DefaultTracerClock.Instant) {
+        var context = InstrumentationContext.topLevel
+        if let parent = trace.context {
+            var carrier = ["traceparent": parent.traceparent]
+            if let state = parent.tracestate { carrier["tracestate"] = state }
+            tracer.extract(carrier, into: &context, using: DictionaryExtractor())
+        }
+        let span = tracer.startSpan(operationName, context: context, ofKind: .consumer, at: trace.parseStart)
+        span.updateAttributes { a in
+            a["messaging.system"] = "redis"
+            a["messaging.destination.name"] = destination
+            a["messaging.operation"] = "process"
+            a["messaging.operation.type"] = "process"
+            if let id = trace.jobID { a["messaging.message.id"] = id }
+            // From the producer's push to this worker starting on the job (the span's start). The
+            // producer's clock: a negative or absurd wait (skew) is left out, never clamped.
+            if let enqueued = o.enqueuedAtMilliseconds {
+                let started = Int64(trace.parseStart.nanosecondsSinceEpoch / 1_000_000)
+                let (wait, overflow) = started.subtractingReportingOverflow(enqueued)
+                if !overflow, wait >= 0, wait < 86_400_000 { a["cfsign.queue_wait_ms"] = wait }
+            }
+            if let keyID = trace.keyID { a["cfsign.key.id"] = keyID }
+            if let location = trace.keyLocation { a["cfsign.key.location"] = location }
+            if let algorithm = trace.keyAlgorithm { a["cfsign.key.algorithm"] = algorithm }
+            if let hash = trace.hash { a["cfsign.hash"] = hash }
+            let outcome: String
+            switch o.kind {
+            case .reply: outcome = o.error == nil ? "ok" : "error"
+            case .dead, .deadInRedis: outcome = "dead"
+            }
+            a["cfsign.outcome"] = outcome
+            if let code = o.error {
+                a["error.type"] = code.rawValue
+                a["cfsign.error.code"] = code.rawValue
+            }
+        }
+        if let signStart = trace.signStart {
+            span.addEvent(SpanEvent(name: "parsed", at: signStart))
+            if let signEnd = trace.signEnd { span.addEvent(SpanEvent(name: "signed", at: signEnd)) }
+        }
+        span.addEvent(SpanEvent(name: "reply pushed", at: end))
+        if let code = o.error { span.setStatus(SpanStatus(code: .error, message: code.rawValue)) }
+        span.end(at: end)
+    }
+}
+
+/// Reads W3C headers out of the two strings a job carries.
+struct DictionaryExtractor: Extractor {
+    func extract(key: String, from carrier: [String: String]) -> String? { carrier[key] }
+}
+
+extension KeyLocation {
+    /// The kind of holder, for a span: "memory", "pkcs11", ... never a URI or an ARN.
+    var kind: String { String(description.prefix { $0 != " " }) }
+}

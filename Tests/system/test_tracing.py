@@ -1,0 +1,191 @@
+"""Issue 19: the worker's spans, exported over OTLP/HTTP to a real receiver (cfsign_support's
+OTLPReceiver decodes each ExportTraceServiceRequest with opentelemetry-proto).
+
+A job's span is a child of its `traceparent` (a root without one), carries the messaging
+attributes, the queue wait, the key's id, algorithm and holder, and the error code of a refused
+job; replies never carry trace context back, and no span holds a signature, a policy, a URL or
+key material. A dead collector costs jobs nothing: spans are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from .cfsign_system import OMIT, collect, job, push, store_keygroup, wait_until
+from cfsign_support import closed_port, metric_value
+
+DEADLINE = 20
+SPAN_KIND_CONSUMER = 5
+STATUS_UNSET, STATUS_ERROR = 0, 2
+
+
+def traceparent() -> tuple[str, str, str]:
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    return f"00-{trace_id}-{parent_id}-01", trace_id, parent_id
+
+
+def start_traced(workers, redis_server, ns, test_keys, env, http=False):
+    """A worker with the RSA key (active) exporting to `env`'s endpoint; skips when this cfsign
+    was built without the OTLPExport trait (the sanitizer builds)."""
+    store_keygroup(redis_server.client(), ns, [test_keys["rsa"], test_keys["ec"]])
+    worker = workers.start(redis_server, ns, env=env, http=http)
+    if "built without trace export" in worker.log():
+        pytest.skip("this cfsign was built without the OTLPExport trait")
+    return worker
+
+
+def reply_key(ns: str, name: str) -> str:
+    return f"{{{ns}}}:reply:{name}"
+
+
+def test_a_job_with_a_traceparent_gets_a_child_span_with_messaging_queue_and_key_attributes(
+        workers, redis_server, ns, test_keys, otlp_receiver):
+    start_traced(workers, redis_server, ns, test_keys, otlp_receiver.env())
+    r = redis_server.client()
+    parent, trace_id, parent_id = traceparent()
+    enqueued = int(time.time() * 1000) - 1500  # it "waited" 1.5 s before being pushed
+    push(r, ns, [job(ns, "traced-1", reply="traced", traceparent=parent, tracestate="vendor=opaque",
+                     enqueued_at_ms=enqueued)])
+    [reply] = collect(r, reply_key(ns, "traced"), 1, DEADLINE)
+    assert reply["ok"] is True, reply
+
+    [span] = otlp_receiver.wait_for(lambda s: s.trace_id == trace_id, what=f"a span of trace {trace_id}")
+    assert span.parent_span_id == parent_id
+    assert span.span_id not in ("", "0" * 16)
+    assert span.kind == SPAN_KIND_CONSUMER
+    assert span.name == f"process {{{ns}}}:jobs"
+    a = span.attributes
+    assert a["messaging.system"] == "redis"
+    assert a["messaging.destination.name"] == f"{{{ns}}}:jobs"
+    assert a["messaging.operation"] == "process"
+    assert a["messaging.message.id"] == "traced-1"
+    assert 1500 <= a["cfsign.queue_wait_ms"] < 1500 + DEADLINE * 1000
+    assert a["cfsign.key.id"] == test_keys["rsa"].key_id
+    assert a["cfsign.key.location"] == "memory"
+    assert a["cfsign.key.algorithm"] == "RSA-2048"
+    assert a["cfsign.outcome"] == "ok"
+    assert span.status_code == STATUS_UNSET
+    assert span.resource.get("service.name") == "cfsign-worker"
+    # One span per job, covering that job: parse → signed → reply pushed, in order.
+    names = [name for name, _ in span.events]
+    assert names == ["parsed", "signed", "reply pushed"], span.events
+    times = [span.start_ns] + [t for _, t in span.events] + [span.end_ns]
+    assert times == sorted(times), times
+    assert otlp_receiver.requests[0][0] == "/v1/traces"
+    assert otlp_receiver.requests[0][1].startswith("application/x-protobuf")
+
+
+def test_refused_jobs_get_error_status_with_the_contracts_code(workers, redis_server, ns, test_keys, otlp_receiver):
+    start_traced(workers, redis_server, ns, test_keys, otlp_receiver.env())
+    r = redis_server.client()
+    parsed_refusal, trace_a, _ = traceparent()
+    signer_refusal, trace_b, _ = traceparent()
+    push(r, ns, [
+        job(ns, "no-url", reply="refused", url=OMIT, traceparent=parsed_refusal),  # missing_field at parse
+        job(ns, "too-long", reply="refused", expires_in=10 * 365 * 86400, traceparent=signer_refusal),  # ttl_too_long
+    ])
+    replies = {x["id"]: x for x in collect(r, reply_key(ns, "refused"), 2, DEADLINE)}
+    codes = {i: replies[i]["error"]["code"] for i in replies}
+    spans = {s.trace_id: s for s in otlp_receiver.wait_for(lambda s: s.trace_id in (trace_a, trace_b), count=2)}
+    for trace_id, job_id in ((trace_a, "no-url"), (trace_b, "too-long")):
+        span = spans[trace_id]
+        assert span.status_code == STATUS_ERROR
+        assert span.status_message == codes[job_id]
+        assert span.attributes["error.type"] == codes[job_id]
+        assert span.attributes["cfsign.outcome"] == "error"
+    assert codes == {"no-url": "missing_field", "too-long": "ttl_too_long"}
+
+
+def test_a_job_without_or_with_a_malformed_traceparent_gets_a_root_span(workers, redis_server, ns, test_keys, otlp_receiver):
+    start_traced(workers, redis_server, ns, test_keys, otlp_receiver.env())
+    r = redis_server.client()
+    bad = "00-00000000000000000000000000000000-00f067aa0ba902b7-01"  # all-zero trace id: ignored
+    push(r, ns, [job(ns, "plain", reply="root"), job(ns, "malformed", reply="root", traceparent=bad)])
+    replies = collect(r, reply_key(ns, "root"), 2, DEADLINE)
+    assert all(x["ok"] for x in replies), replies
+    spans = otlp_receiver.wait_for(lambda s: s.attributes.get("messaging.message.id") in ("plain", "malformed"), count=2)
+    for span in spans:
+        assert span.parent_span_id == ""
+        assert len(span.trace_id) == 32 and span.trace_id != "0" * 32
+    assert spans[0].trace_id != spans[1].trace_id
+
+
+def test_no_trace_context_in_replies_and_no_secret_in_spans(workers, redis_server, ns, test_keys, otlp_receiver):
+    start_traced(workers, redis_server, ns, test_keys, otlp_receiver.env())
+    r = redis_server.client()
+    parent, trace_id, parent_id = traceparent()
+    url = "https://d111111abcdef8.cloudfront.net/private/secret-report.pdf?token=do-not-trace"
+    push(r, ns, [
+        job(ns, "s-url", reply="secret", url=url, traceparent=parent, tracestate="vendor=opaque"),
+        job(ns, "s-cookies", reply="secret", output="cookies", ip="10.1.2.3/32", traceparent=parent),
+    ])
+    raw = wait_until(lambda: r.llen(reply_key(ns, "secret")) >= 2 and r.lrange(reply_key(ns, "secret"), 0, -1), DEADLINE,
+                     what="two replies")
+    for body in raw:
+        for needle in (trace_id, parent_id, "traceparent", "tracestate", "opaque"):
+            assert needle.encode() not in body, (needle, body)
+    replies = [json.loads(x) for x in raw]
+    assert all(x["ok"] for x in replies), replies
+    otlp_receiver.wait_for(lambda s: s.trace_id == trace_id, count=2)
+
+    secrets_seen: list[bytes] = []
+    for reply in replies:
+        if "url" in reply:
+            query = parse_qs(urlsplit(reply["url"]).query)
+            secrets_seen += [query["Signature"][0].encode(), reply["url"].encode()]
+            secrets_seen += [base64.b64decode(query["Signature"][0].replace("-", "+").replace("_", "=").replace("~", "/"))]
+        for name, value in (reply.get("cookies") or {}).items():
+            if name != "CloudFront-Key-Pair-Id":
+                secrets_seen.append(value.encode())
+    secrets_seen += [url.encode(), b"token=do-not-trace", b"secret-report", b"10.1.2.3", b"Statement", b"DateLessThan"]
+    pem = test_keys["rsa"].path.read_text()
+    secrets_seen += [line.encode() for line in pem.splitlines() if line and not line.startswith("-----")]
+    bodies = b"".join(otlp_receiver.bodies)
+    leaked = [s[:40] for s in secrets_seen if s and s in bodies]
+    assert not leaked, f"span export carries {leaked}"
+
+
+def test_a_dead_collector_does_not_hold_jobs_and_dropped_spans_are_counted(workers, redis_server, ns, test_keys):
+    dead = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port()}", "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "500", "OTEL_BSP_EXPORT_TIMEOUT": "1000"}
+    worker = start_traced(workers, redis_server, ns, test_keys, dead, http=True)
+    r = redis_server.client()
+    n = 500
+    push(r, ns, [job(ns, f"d{i}", reply="dead-collector", traceparent=traceparent()[0]) for i in range(n)])
+    replies = collect(r, reply_key(ns, "dead-collector"), n, DEADLINE)
+    assert len(replies) == n and all(x["ok"] for x in replies)
+
+    def dropped() -> float:
+        return metric_value(worker.metrics(), "cfsign_spans_dropped_total") or 0
+
+    wait_until(lambda: dropped() > 0, 30, what="cfsign_spans_dropped_total > 0 with a dead collector")
+    assert worker.alive()
+    # And the worker keeps answering while its exporter keeps failing.
+    push(r, ns, [job(ns, "after", reply="after")])
+    assert collect(r, reply_key(ns, "after"), 1, DEADLINE)[0]["ok"] is True
+
+
+@pytest.mark.parametrize("example", ["python_producer.py", "redis_cli_producer.sh"])
+def test_the_producer_examples_pass_traceparent_by_hand(example, workers, redis_server, ns, test_keys, otlp_receiver):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    start_traced(workers, redis_server, ns, test_keys, otlp_receiver.env())
+    parent, trace_id, parent_id = traceparent()
+    script = Path(__file__).resolve().parents[2] / "scripts" / "examples" / example
+    url = "https://d111111abcdef8.cloudfront.net/invoices/traced-example.pdf"
+    args = ([sys.executable, str(script), url, redis_server.url, ns] if example.endswith(".py")
+            else ["bash", str(script), url, "127.0.0.1", str(redis_server.port), ns])
+    out = subprocess.run(args, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                         env={**os.environ, "TRACEPARENT": parent})
+    assert out.returncode == 0, out.stderr
+    [span] = otlp_receiver.wait_for(lambda s: s.trace_id == trace_id, what=f"the span of {example}'s job")
+    assert span.parent_span_id == parent_id
