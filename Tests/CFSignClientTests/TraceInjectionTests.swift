@@ -33,7 +33,7 @@ struct TraceInjectionTests {
 
     private func pushedJob(inSpan span: String?) async throws -> JSONValue {
         _ = Self.bootstrapped
-        let fleet = try Fleet(withWorker: false)
+        let fleet = try await Fleet.start(withWorker: false)
         defer { fleet.stop() }
         let client = try fleet.client()
         defer { client.close() }
