@@ -8,8 +8,10 @@ import PackageDescription
 ///   (PKCS#11 is headers only: modules are dlopen'ed at run time).
 /// - `CFSignSync`: `Locked`, the one lock type (a pthread mutex ThreadSanitizer understands).
 /// - `CFSignCore`: the wire protocol without I/O (jobs, policies, URL/cookie assembly, key-group model, heartbeat).
+/// - `CFSignKMS`: AWS KMS and STS over HTTPS (SigV4, credential providers, Sign, GetPublicKey);
+///   the only module that links AsyncHTTPClient.
 /// - `CFSignCrypto`: private/public keys, signatures, loaded key groups (OpenSSL libcrypto; keys in
-///   an HSM through PKCS#11).
+///   an HSM through PKCS#11, or in AWS KMS through `CFSignKMS`).
 /// - `CFSignRedis`: a small, generic, blocking Redis client over hiredis; knows nothing of cfsign.
 /// - `CFSignWorker`: the queue worker.
 /// - `CFSignAdmin`: operator logic an app or script can link: fleet snapshots and the key-group store.
@@ -49,6 +51,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
         // OTLP/HTTP only: the default traits would add gRPC (grpc-swift, HTTP/2) to every build.
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         .systemLibrary(
@@ -70,9 +73,19 @@ let package = Package(
         ),
         .target(name: "CFSignCore"),
         .target(name: "CFSignSync"),
+        // AWS KMS keys: HTTPS calls on NIO event loops, never on the signing lanes.
+        .target(
+            name: "CFSignKMS",
+            dependencies: [
+                "CFSignSync", "CCFSignOpenSSL",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "CFSignCrypto",
-            dependencies: ["CFSignSync", "CFSignCore", "CCFSignOpenSSL", "CCFSignPKCS11", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["CFSignSync", "CFSignCore", "CFSignKMS", "CCFSignOpenSSL", "CCFSignPKCS11", .product(name: "SystemPackage", package: "swift-system")]
         ),
         .target(
             name: "CFSignRedis",
@@ -126,7 +139,7 @@ let package = Package(
             name: "cfsign",
             dependencies: [
                 "CFSignSync",
-                "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignHTTP", "CFSignEdge", "CFSignAdmin",
+                "CFSignCore", "CFSignCrypto", "CFSignKMS", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignHTTP", "CFSignEdge", "CFSignAdmin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -144,6 +157,7 @@ let package = Package(
         .testTarget(name: "CFSignCryptoTests", dependencies: ["CFSignSync", "CFSignCore", "CFSignCrypto"]),
         .testTarget(name: "CFSignWorkerTests", dependencies: ["CFSignCore", "CFSignRedis", "CFSignWorker"]),
         .testTarget(name: "CFSignEdgeTests", dependencies: ["CFSignEdge"]),
+        .testTarget(name: "CFSignKMSTests", dependencies: ["CFSignKMS"]),
         // Real redis-server and cfsign worker processes for the Redis and worker tests.
         .target(
             name: "CFSignTestSupport",

@@ -9,9 +9,9 @@ public struct KeyGroupDocument: Sendable, Equatable {
         /// The PEM text inline; accepted only by workers started with the explicit opt-in.
         case inlinePEM(String)
         /// `private_key_uri: "pkcs11:..."`: a key that never leaves an HSM token.
-        ///
-        /// An `awskms:` key (a later issue) becomes one more case here, parsed the same way.
         case pkcs11(PKCS11URI)
+        /// `private_key_uri: "awskms:..."`: a key that never leaves AWS KMS.
+        case awsKMS(KMSKeyURI)
     }
 
     public struct Key: Sendable, Equatable {
@@ -118,9 +118,13 @@ public struct KeyGroupDocument: Sendable, Equatable {
             }
         }
         if uri.hasPrefix("awskms:") {
-            throw KeyGroupError("key \"\(id)\": private_key_uri awskms: keys are not supported by this cfsign version yet; use a pkcs11: URI or a private_key_file")
+            do throws(KeyGroupError) {
+                return .awsKMS(try KMSKeyURI(parsing: uri))
+            } catch {
+                throw KeyGroupError("key \"\(id)\": private_key_uri \(error.reason)")
+            }
         }
-        throw KeyGroupError("key \"\(id)\": private_key_uri must start with pkcs11: (an RFC 7512 URI)")
+        throw KeyGroupError("key \"\(id)\": private_key_uri must start with pkcs11: (an RFC 7512 URI) or awskms: (an AWS KMS key ARN or id)")
     }
 
     /// A string member, absent or null as nil; any other type refused with `what` in the reason.
@@ -147,6 +151,7 @@ public struct KeyGroupDocument: Sendable, Equatable {
             case .file(let path): w.field("private_key_file", path)
             case .inlinePEM(let pem): w.field("private_key_pem", pem)
             case .pkcs11(let uri): w.field("private_key_uri", uri.text)
+            case .awsKMS(let uri): w.field("private_key_uri", uri.text)
             }
             if let p = key.publicKeyPEM { w.field("public_key_pem", p) }
             w.endObject()

@@ -16,10 +16,14 @@ public struct KeyLoadOptions: Sendable {
     /// of a module that allows fewer sessions than there are signing lanes.
     public var pkcs11MaxSessions: Int?
 
-    public init(allowInlineKeys: Bool = false, allowGroupReadableKeyFiles: Bool = false, pkcs11MaxSessions: Int? = nil) {
+    /// Seconds each AWS KMS call may take (`kms_call_timeout`).
+    public var kmsCallTimeout: Double
+
+    public init(allowInlineKeys: Bool = false, allowGroupReadableKeyFiles: Bool = false, pkcs11MaxSessions: Int? = nil, kmsCallTimeout: Double = 2) {
         self.allowInlineKeys = allowInlineKeys
         self.allowGroupReadableKeyFiles = allowGroupReadableKeyFiles
         self.pkcs11MaxSessions = pkcs11MaxSessions
+        self.kmsCallTimeout = kmsCallTimeout
     }
 }
 
@@ -38,7 +42,8 @@ extension KeyLoadOptions {
 }
 
 /// A key group with every key loaded (parsed into memory, or found in its HSM token): loaded all or
-/// nothing, then never changed. Callers see only `SigningKey`, wherever each key lives.
+/// nothing, then never changed. Callers see only `SigningKey`, wherever each key lives (a KMS key's
+/// load asks KMS for its public key, so a wrong ARN or a missing permission refuses the group).
 ///
 /// Workers swap a whole `SigningKeyGroup` in at once; a job holds the reference it started with, so a
 /// rotation never changes a key mid-signature. When the last reference goes, the keys are freed
@@ -78,7 +83,12 @@ public final class SigningKeyGroup: Sendable {
                 if let publicPEM = entry.publicKeyPEM {
                     let publicKey = try PublicKey(pem: Array(publicPEM.utf8), source: "public_key_pem of key \"\(entry.id)\"")
                     guard key.publicKey.matches(publicKey) else {
-                        let held = key.location == .memory ? "the file is mounted under the wrong id" : "the URI names another key in the token"
+                        let held: String
+                        switch key.location {
+                        case .memory: held = "the file is mounted under the wrong id"
+                        case .pkcs11: held = "the URI names another key in the token"
+                        case .awsKMS: held = "the URI names another KMS key"
+                        }
                         throw KeyError(source: "key \"\(entry.id)\"", reason: "private key does not match its public_key_pem; \(held), or the wrong public key was uploaded")
                     }
                 }
@@ -111,6 +121,12 @@ public final class SigningKeyGroup: Sendable {
         case .pkcs11(let uri):
             do throws(KeyError) {
                 return try loadPKCS11(uri, options: options, loggedIn: &loggedIn)
+            } catch {
+                throw KeyError(source: "private_key_uri \(error.source)", reason: error.reason)
+            }
+        case .awsKMS(let uri):
+            do throws(KeyError) {
+                return try KMSKey.load(uri, callTimeout: options.kmsCallTimeout)
             } catch {
                 throw KeyError(source: "private_key_uri \(error.source)", reason: error.reason)
             }

@@ -141,8 +141,8 @@ public final class KeyGroupReloader: Service, Sendable {
                     privateKey = try PrivateKey.load(file: path)
                 case .inlinePEM(let text):
                     privateKey = try PrivateKey(pem: Array(text.utf8), source: "key \(key.id): private_key_pem")
-                case .pkcs11:
-                    // The token reports the public key; the edge never signs.
+                case .pkcs11, .awsKMS:
+                    // The token or KMS reports the public key; the edge never signs.
                     let options = KeyLoadOptions(allowInlineKeys: true, allowGroupReadableKeyFiles: true)
                     keys[key.id] = try SigningKeyGroup.loadKey(key.source, id: key.id, options: options).publicKey
                     continue

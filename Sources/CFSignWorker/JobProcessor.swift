@@ -49,6 +49,21 @@ struct AuditRecord: Sendable {
     }
 }
 
+/// A job planned for a key that signs remotely (KMS), its signature not in the cache: the sign
+/// stage gets the signature in a task and `JobProcessor.finish` makes the outcome.
+struct RemoteJob: Sendable {
+    let raw: [UInt8]
+    let job: Job
+    let key: any RemoteSigningKey
+    let pending: LinkSigner.PendingLink
+}
+
+/// What a job became on a signing lane: its outcome, or a remote signature still to get.
+enum Step: Sendable {
+    case done(Outcome)
+    case remote(RemoteJob)
+}
+
 /// Turns raw jobs into outcomes: parse, validate, sign. No Redis here; CPU only.
 struct JobProcessor: Sendable {
     let namespace: Namespace
@@ -66,12 +81,41 @@ struct JobProcessor: Sendable {
     /// - Parameter refusal: why this worker has no group (the stored one was refused), for the
     ///   `no_signing_key` message; nil when no group was stored at all.
     func process(_ raw: [UInt8], group: SigningKeyGroup?, refusal: String? = nil, now: Int64) -> Outcome {
+        guard case .done(let outcome) = step(raw, group: group, refusal: refusal, now: now, deferRemote: false) else {
+            preconditionFailure("a remote signature was deferred without deferRemote")
+        }
+        return outcome
+    }
+
+    /// One job, except that a job whose key signs remotely (KMS) and whose signature is not in
+    /// the cache is handed back as `.remote` after parsing and planning, for the sign stage to
+    /// sign in a task (`finish`); with `deferRemote` false it is signed here, waiting for KMS.
+    func step(_ raw: [UInt8], group: SigningKeyGroup?, refusal: String? = nil, now: Int64, deferRemote: Bool) -> Step {
         let start = DispatchTime.now().uptimeNanoseconds
         var trace: JobTrace? = tracing ? JobTrace() : nil
-        var outcome = outcome(raw, group: group, refusal: refusal, now: now, trace: &trace)
+        let step = outcome(raw, group: group, refusal: refusal, now: now, deferRemote: deferRemote, trace: &trace)
+        guard case .done(var outcome) = step else { return step }
         metrics.signDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
         outcome.trace = trace
         if auditing { outcome.audit = auditRecord(raw, outcome: outcome, group: group) }
+        return .done(outcome)
+    }
+
+    /// The outcome of a remote job once its holder signed (or failed); `started` is from `DispatchTime`.
+    func finish(_ remote: RemoteJob, _ result: Result<[UInt8], SigningError>, group: SigningKeyGroup?, started: UInt64) -> Outcome {
+        let job = remote.job
+        let payload: [UInt8]
+        var error: ErrorCode? = nil
+        switch result {
+        case .success(let signature):
+            payload = ReplyEncoder.success(id: job.id, link: remote.pending.finish(signature))
+        case .failure(let e):
+            payload = ReplyEncoder.failure(id: job.id, error: e)
+            error = e.code
+        }
+        var outcome = Outcome(raw: remote.raw, kind: .reply(replyTo: job.replyTo, payload: payload), error: error, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds)
+        metrics.signDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
+        if auditing { outcome.audit = auditRecord(remote.raw, outcome: outcome, group: group) }
         return outcome
     }
 
@@ -95,17 +139,17 @@ struct JobProcessor: Sendable {
         }
     }
 
-    private func outcome(_ raw: [UInt8], group: SigningKeyGroup?, refusal: String?, now: Int64, trace: inout JobTrace?) -> Outcome {
+    private func outcome(_ raw: [UInt8], group: SigningKeyGroup?, refusal: String?, now: Int64, deferRemote: Bool, trace: inout JobTrace?) -> Step {
         var context: TraceContext? = nil
         let intake = trace == nil ? JobParser.parse(raw, namespace: namespace) : JobParser.parse(raw, namespace: namespace, trace: &context)
         trace?.context = context
         switch intake {
         case .dead(let error):
             let entry = ReplyEncoder.dead(error: error, job: raw, worker: workerID, atMilliseconds: Self.milliseconds())
-            return Outcome(raw: raw, kind: .dead(entry: entry), error: error.code)
+            return .done(Outcome(raw: raw, kind: .dead(entry: entry), error: error.code))
         case .refused(let id, let replyTo, let error):
             trace?.jobID = id
-            return Outcome(raw: raw, kind: .reply(replyTo: replyTo, payload: ReplyEncoder.failure(id: id, error: error)), error: error.code)
+            return .done(Outcome(raw: raw, kind: .reply(replyTo: replyTo, payload: ReplyEncoder.failure(id: id, error: error)), error: error.code))
         case .job(let job):
             trace?.jobID = job.id
             // Optional chaining: with tracing off the clock is not read at all.
@@ -124,11 +168,19 @@ struct JobProcessor: Sendable {
                     trace?.keyLocation = key.location.kind
                     trace?.keyAlgorithm = key.type.rawValue
                 }
-                let link = try signer.sign(job.request, key: key, keyID: keyID, now: now, cache: cache, cacheScope: group.version)
-                trace?.hash = (job.request.hash ?? signer.limits.defaultHash).rawValue
-                return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.success(id: job.id, link: link)), error: nil, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds)
+                let link: SignedLink
+                if deferRemote, let remote = key.remote {
+                    switch try signer.prepare(job.request, key: key, keyID: keyID, now: now, cache: cache, cacheScope: group.version) {
+                    case .signed(let cached): link = cached
+                    case .needsSignature(let pending): return .remote(RemoteJob(raw: raw, job: job, key: remote, pending: pending))
+                    }
+                } else {
+                    link = try signer.sign(job.request, key: key, keyID: keyID, now: now, cache: cache, cacheScope: group.version)
+                }
+                trace?.hash = (job.request.hash ?? (key.signableHashes.contains(signer.limits.defaultHash) ? signer.limits.defaultHash : .sha256)).rawValue
+                return .done(Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.success(id: job.id, link: link)), error: nil, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds))
             } catch {
-                return Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.failure(id: job.id, error: error)), error: error.code, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds)
+                return .done(Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.failure(id: job.id, error: error)), error: error.code, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds))
             }
         }
     }
@@ -144,22 +196,30 @@ struct JobProcessor: Sendable {
 
     /// A batch, signed concurrently on Dispatch with `concurrency` lanes; outcomes in job order.
     func process(batch: [[UInt8]], group: SigningKeyGroup?, refusal: String? = nil) -> [Outcome] {
+        steps(batch: batch, group: group, refusal: refusal, deferRemote: false).map { step in
+            guard case .done(let outcome) = step else { preconditionFailure("a remote signature was deferred without deferRemote") }
+            return outcome
+        }
+    }
+
+    /// A batch on the lanes as `process(batch:)`, remote-key jobs left `.remote` when `deferRemote`.
+    func steps(batch: [[UInt8]], group: SigningKeyGroup?, refusal: String? = nil, deferRemote: Bool) -> [Step] {
         let now = Int64(Date().timeIntervalSince1970)
         if batch.count == 1 || concurrency == 1 {
-            return batch.map { process($0, group: group, refusal: refusal, now: now) }
+            return batch.map { step($0, group: group, refusal: refusal, now: now, deferRemote: deferRemote) }
         }
         let lanes = min(concurrency, batch.count)
         // Each lane signs every lanes-th job and hands its results over once, under one lock.
-        let collected = Locked<[Outcome?]>(Array(repeating: nil, count: batch.count))
+        let collected = Locked<[Step?]>(Array(repeating: nil, count: batch.count))
         DispatchQueue.concurrentPerform(iterations: lanes) { lane in
-            var mine: [(Int, Outcome)] = []
+            var mine: [(Int, Step)] = []
             mine.reserveCapacity(batch.count / lanes + 1)
             var i = lane
             while i < batch.count {
-                mine.append((i, process(batch[i], group: group, refusal: refusal, now: now)))
+                mine.append((i, step(batch[i], group: group, refusal: refusal, now: now, deferRemote: deferRemote)))
                 i += lanes
             }
-            collected.withLock { all in for (index, outcome) in mine { all[index] = outcome } }
+            collected.withLock { all in for (index, step) in mine { all[index] = step } }
         }
         return collected.withLock { $0.map { $0! } }
     }

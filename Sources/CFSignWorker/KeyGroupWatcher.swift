@@ -116,7 +116,8 @@ final class KeyGroupWatcher {
                 return
             }
         }
-        let options = KeyLoadOptions(allowInlineKeys: configuration.allowInlineKeys, allowGroupReadableKeyFiles: configuration.allowGroupReadableKeys)
+        let options = KeyLoadOptions(allowInlineKeys: configuration.allowInlineKeys, allowGroupReadableKeyFiles: configuration.allowGroupReadableKeys,
+                                     kmsCallTimeout: configuration.kmsCallTimeout)
         do {
             let group = try SigningKeyGroup.load(document, options: options)
             let previous = state.keyGroup?.version

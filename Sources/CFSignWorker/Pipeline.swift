@@ -17,16 +17,30 @@ final class Pipeline: Sendable {
     /// Set by the reply stage when it gives up on jobs: the take stage then recovers them.
     let recoveryRequested = Atomic<Bool>(false)
 
-    /// The sign stage: parse, validate and sign each batch on the Dispatch pool.
-    static func sign(_ pipeline: Pipeline, processor: JobProcessor, state: WorkerState, keyUnavailableAfter: Double) {
+    /// The sign stage: parse, validate and sign each batch on the Dispatch pool. Jobs whose key
+    /// signs remotely (KMS) leave the lanes planned but unsigned and go to `remote`, which signs
+    /// them in tasks and answers each as it completes; the stage goes on with the next batch.
+    static func sign(_ pipeline: Pipeline, processor: JobProcessor, state: WorkerState, keyUnavailableAfter: Double, remote: RemoteSigning) {
         while let batch = pipeline.toSign.take() {
             let group = state.keyGroup
             let refusal = group == nil ? state.keyGroupRefusal.map { "version \($0.version.map(String.init) ?? "?"): \($0.reason)" } : nil
-            var outcomes = processor.process(batch: batch.jobs, group: group, refusal: refusal)
-            retryUnavailable(&outcomes, batch.jobs, processor: processor, state: state, for: keyUnavailableAfter)
+            var outcomes: [Outcome] = []
+            var jobs: [[UInt8]] = []
+            outcomes.reserveCapacity(batch.count)
+            for step in processor.steps(batch: batch.jobs, group: group, refusal: refusal, deferRemote: true) {
+                switch step {
+                case .done(let outcome):
+                    outcomes.append(outcome)
+                    jobs.append(outcome.raw)
+                case .remote(let job):
+                    remote.submit(job, group: group)
+                }
+            }
+            retryUnavailable(&outcomes, jobs, processor: processor, state: state, for: keyUnavailableAfter)
             for excerpt in batch.deadInRedis { outcomes.append(processor.oversized(excerpt)) }
-            pipeline.toReply.put(outcomes)
+            if !outcomes.isEmpty { pipeline.toReply.put(outcomes) }
         }
+        remote.close()
         pipeline.toReply.close()
     }
 
@@ -39,7 +53,8 @@ final class Pipeline: Sendable {
     static func retryUnavailable(_ outcomes: inout [Outcome], _ jobs: [[UInt8]], processor: JobProcessor, state: WorkerState, for limit: Double) {
         var pending = jobs.indices.filter { outcomes[$0].error == .keyUnavailable }
         guard !pending.isEmpty else {
-            if state.keyUnavailableText != nil, !outcomes.isEmpty { state.setKeyUnavailable(nil) }
+            // Only signatures made here say the holder is back (a KMS outcome clears it itself).
+            if state.keyUnavailableText != nil, outcomes.contains(where: { $0.error == nil }) { state.setKeyUnavailable(nil) }
             return
         }
         let start = Date()

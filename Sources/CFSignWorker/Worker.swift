@@ -150,8 +150,10 @@ public final class Worker: Service, Sendable {
             TakeLoop(configuration: configuration, state: state, pipeline: pipeline, logger: logger).run()
         }
         let keyUnavailableAfter = configuration.keyUnavailableAfter
+        let remote = RemoteSigning(processor: signingProcessor, state: state, pipeline: pipeline, logger: logger,
+                                   maxInFlight: configuration.kmsMaxInFlight, keyUnavailableAfter: keyUnavailableAfter)
         Self.spawn("cfsign-sign", group: stages) { [state] in
-            Pipeline.sign(pipeline, processor: signingProcessor, state: state, keyUnavailableAfter: keyUnavailableAfter)
+            Pipeline.sign(pipeline, processor: signingProcessor, state: state, keyUnavailableAfter: keyUnavailableAfter, remote: remote)
         }
         Self.spawn("cfsign-reply", group: stages) { [self] in
             ReplyLoop(configuration: configuration, state: state, pipeline: pipeline, logger: logger, spans: spans).run()
@@ -165,6 +167,7 @@ public final class Worker: Service, Sendable {
         logger.notice("running", metadata: ["keygroup_version": "\(state.keyGroup.map { String($0.version) } ?? "none")"])
         group.wait()
         state.phase.store(.stopped, ordering: .releasing)
+        RemoteKeys.shutdown()
         logger.notice("stopped", metadata: ["jobs": "\(state.jobs.load(ordering: .relaxed))", "errors": "\(state.errors.load(ordering: .relaxed))", "dead": "\(state.dead.load(ordering: .relaxed))"])
     }
 

@@ -47,6 +47,12 @@ public struct WorkerConfiguration: Sendable {
     /// `key_unavailable_after`: seconds a job whose key's holder (an HSM) does not sign is retried,
     /// in flight, before it is answered `key_unavailable`. Default 30 (PROTOCOL.md).
     public var keyUnavailableAfter: Double = 30
+    /// `kms_call_timeout`: seconds one AWS KMS call (Sign, GetPublicKey) or STS call may take
+    /// before it counts as a failure of the key's holder (retried). Default 2 (PROTOCOL.md).
+    public var kmsCallTimeout: Double = 2
+    /// `kms_max_in_flight`: KMS Sign calls this worker has out at once; more jobs for a KMS key
+    /// wait in the sign stage. Default 64.
+    public var kmsMaxInFlight: Int = 64
     /// `clock_skew_threshold`: seconds this worker's clock may differ from Redis's before it warns. Default 1.
     public var clockSkewThreshold: Double = 1
     /// `http_address`: HOST:PORT for /metrics, /healthz, /readyz; off when empty. Default off.
@@ -154,6 +160,8 @@ extension WorkerConfiguration {
         Setting(key: "allow_inline_keys") { c, v throws(ConfigurationError) in c.allowInlineKeys = try bool(v) },
         Setting(key: "allow_group_readable_keys") { c, v throws(ConfigurationError) in c.allowGroupReadableKeys = try bool(v) },
         Setting(key: "key_unavailable_after") { c, v throws(ConfigurationError) in c.keyUnavailableAfter = try seconds(v, 0...3600) },
+        Setting(key: "kms_call_timeout") { c, v throws(ConfigurationError) in c.kmsCallTimeout = try seconds(v, 0.05...60) },
+        Setting(key: "kms_max_in_flight") { c, v throws(ConfigurationError) in c.kmsMaxInFlight = try int(v, 1...4096) },
         Setting(key: "clock_skew_threshold") { c, v throws(ConfigurationError) in c.clockSkewThreshold = try seconds(v, 0.001...3600) },
         Setting(key: "http_address") { c, v throws(ConfigurationError) in
             if v.isEmpty { c.httpAddress = nil; return }

@@ -23,7 +23,7 @@ struct CFSign: AsyncParsableCommand {
               cfsign help worker
             """,
         version: CFSignVersion.text,
-        subcommands: [Sign.self, SignBatch.self, Keys.self, Worker.self, KeyGroupCommand.self, Status.self, Request.self, Verify.self, Edge.self]
+        subcommands: [Sign.self, SignBatch.self, Keys.self, Worker.self, KeyGroupCommand.self, Status.self, Request.self, Verify.self, Edge.self, KMSRequest.self]
     )
 }
 

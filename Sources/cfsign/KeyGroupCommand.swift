@@ -71,6 +71,7 @@ struct KeyGroupCommand: ParsableCommand {
                 case .file(let path): source = "file \(path)"
                 case .inlinePEM: source = "inline PEM"
                 case .pkcs11(let uri): source = "HSM \(uri)"
+                case .awsKMS(let uri): source = "AWS KMS \(uri)"
                 }
                 lines.append("  \(key.id)\(key.id == document.active ? " (active)" : "")  \(source)\(key.publicKeyPEM == nil ? "" : ", public key given")")
             }

@@ -10,15 +10,22 @@ struct Keys: ParsableCommand {
         subcommands: [Generate.self, Public.self]
     )
 
-    /// A key named by a `pkcs11:` URI, or exit 1 with the reason (naming the URI part at fault).
-    /// The CLI is run by an operator, so `pin-value` is accepted here (the worker needs its opt-in).
+    /// A key named by a `pkcs11:` or `awskms:` URI, or exit 1 with the reason (naming the URI part
+    /// at fault, or the AWS error code). The CLI is run by an operator, so `pin-value` is accepted
+    /// here (the worker needs its opt-in).
     static func loadURI(_ text: String, option: String) throws -> any SigningKey {
-        let uri: PKCS11URI
-        do { uri = try PKCS11URI(parsing: text) } catch {
+        let source: KeyGroupDocument.KeySource
+        do {
+            if text.hasPrefix("awskms:") {
+                source = .awsKMS(try KMSKeyURI(parsing: text))
+            } else {
+                source = .pkcs11(try PKCS11URI(parsing: text))
+            }
+        } catch {
             throw Terminal.fail(.noSigningKey, "\(option) \(error.reason)")
         }
         do {
-            return try SigningKeyGroup.loadKey(.pkcs11(uri), id: "", options: KeyLoadOptions(allowInlineKeys: true))
+            return try SigningKeyGroup.loadKey(source, id: "", options: KeyLoadOptions(allowInlineKeys: true))
         } catch {
             throw Terminal.fail(.noSigningKey, error.description)
         }
@@ -26,20 +33,23 @@ struct Keys: ParsableCommand {
 
     struct Public: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print the public key PEM of a key in an HSM, to upload to CloudFront.",
+            abstract: "Print the public key PEM of a key in an HSM or in AWS KMS, to upload to CloudFront.",
             discussion: """
-                The key never leaves the token: the public key is read from the token (its public \
-                key object, or the private key's public attributes).
+                The key never leaves the token or KMS: the public key is read from the token (its \
+                public key object, or the private key's public attributes), or from KMS \
+                (GetPublicKey; region from the ARN or AWS_REGION, credentials as the AWS SDKs find \
+                them in the environment, the shared files or a web identity token).
 
                 Examples:
                   uri='pkcs11:token=cfsign;object=K2JCJMDEHXQW5F'
                   uri+='?module-path=/usr/lib/softhsm/libsofthsm2.so'
                   uri+='&pin-source=file:/etc/cfsign/pin'
                   cfsign keys public --uri "$uri" > K2JCJMDEHXQW5F.pub.pem
+                  cfsign keys public --uri awskms:arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab > kms.pub.pem
                 """
         )
 
-        @Option(help: ArgumentHelp("The key's PKCS#11 URI (RFC 7512).", valueName: "uri"))
+        @Option(help: ArgumentHelp("The key's PKCS#11 URI (RFC 7512), or awskms:<key ARN or id>.", valueName: "uri"))
         var uri: String
 
         func run() throws {

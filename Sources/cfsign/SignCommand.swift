@@ -11,7 +11,7 @@ struct LocalKeyOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Private key file: RSA-2048 or EC P-256, PEM (PKCS#1, SEC1 or PKCS#8).", valueName: "file"))
     var privateKey: String?
 
-    @Option(help: ArgumentHelp("Instead of --private-key: a key in an HSM, as a PKCS#11 URI: pkcs11:token=...;object=... with ?module-path=... and &pin-source=file:... (see cfsign keys public --help).", valueName: "uri"))
+    @Option(help: ArgumentHelp("Instead of --private-key: a key in an HSM, as a PKCS#11 URI: pkcs11:token=...;object=... with ?module-path=... and &pin-source=file:..., or a key in AWS KMS: awskms:<key ARN or id> (SHA256 only; see cfsign keys public --help).", valueName: "uri"))
     var privateKeyUri: String?
 
     @Option(parsing: .unconditional, help: ArgumentHelp("Refuse links that live longer than this (\(Durations.help)); no limit by default.", valueName: "duration"), transform: DurationArgument.parse)
@@ -19,7 +19,7 @@ struct LocalKeyOptions: ParsableArguments {
 
     func validate() throws {
         switch (privateKey, privateKeyUri) {
-        case (nil, nil): throw ValidationError("give --private-key FILE or --private-key-uri pkcs11:...")
+        case (nil, nil): throw ValidationError("give --private-key FILE or --private-key-uri pkcs11:... / awskms:...")
         case (_?, _?): throw ValidationError("give --private-key or --private-key-uri, not both")
         default: break
         }

@@ -1,0 +1,97 @@
+import Foundation
+
+/// A failed KMS or STS call, classified for the worker: `retryable` failures (throttling, 5xx,
+/// timeouts, connections) are waited out; the others need an operator (IAM, the key's state,
+/// credentials) but still say exactly which AWS error it was. Never holds a credential.
+public struct KMSError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// Throttled, a 5xx, a timeout or no connection: try again.
+        case unavailable
+        /// Missing, invalid or expired credentials (or a web identity STS refused).
+        case credentials
+        /// IAM or the key policy does not allow the call (AccessDeniedException).
+        case denied
+        /// No such key (NotFoundException).
+        case notFound
+        /// The key is disabled or pending deletion.
+        case disabled
+        /// Anything else KMS refused (a ValidationException, a key that may not sign).
+        case invalid
+    }
+
+    public let kind: Kind
+    /// The AWS error code (`ThrottlingException`, `AccessDeniedException`, ...), when AWS sent one.
+    public let code: String?
+    public let message: String
+
+    public init(_ kind: Kind, code: String?, _ message: String) {
+        self.kind = kind
+        self.code = code
+        self.message = message
+    }
+
+    public var retryable: Bool { kind == .unavailable }
+    public var description: String { code.map { "\($0): \(message)" } ?? message }
+
+    static let retryableCodes: Set<String> = [
+        "ThrottlingException", "Throttling", "ThrottledException", "RequestLimitExceeded", "TooManyRequestsException",
+        "KMSInternalException", "DependencyTimeoutException", "KeyUnavailableException", "InternalFailure",
+        "InternalError", "ServiceUnavailable", "ServiceUnavailableException", "RequestTimeout", "RequestTimeoutException",
+        "IDPCommunicationError",
+    ]
+    static let credentialCodes: Set<String> = [
+        "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredTokenException", "ExpiredToken",
+        "InvalidSignatureException", "IncompleteSignature", "SignatureDoesNotMatch", "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException", "InvalidIdentityToken", "InvalidIdentityTokenException", "IDPRejectedClaim",
+        "AuthFailure",
+    ]
+
+    /// Classifies an AWS error code and HTTP status.
+    public static func kind(code: String?, status: Int) -> Kind {
+        if let code {
+            if retryableCodes.contains(code) { return .unavailable }
+            if credentialCodes.contains(code) { return .credentials }
+            switch code {
+            case "AccessDeniedException", "AccessDenied": return .denied
+            case "NotFoundException": return .notFound
+            case "DisabledException", "KMSInvalidStateException": return .disabled
+            default: break
+            }
+        }
+        if status >= 500 || status == 429 { return .unavailable }
+        if status == 401 || status == 403 { return code == nil ? .credentials : .denied }
+        return .invalid
+    }
+
+    /// The error in a KMS (JSON: `__type`, `message`) or STS (XML: `<Code>`, `<Message>`) answer.
+    public static func from(status: Int, body: [UInt8], errorTypeHeader: String? = nil, service: String) -> KMSError {
+        var code: String? = nil
+        var message: String? = nil
+        if let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] {
+            if let type = object["__type"] as? String { code = String(type.split(separator: "#").last ?? Substring(type)) }
+            message = (object["message"] as? String) ?? (object["Message"] as? String)
+        } else {
+            let text = String(decoding: body.prefix(16384), as: UTF8.self)
+            code = XML.element("Code", in: text)
+            message = XML.element("Message", in: text)
+        }
+        if code == nil, let header = errorTypeHeader, !header.isEmpty {
+            code = String(header.split(separator: ":").first ?? Substring(header))
+        }
+        let kind = kind(code: code, status: status)
+        let text = message.map { "\($0) (HTTP \(status) from \(service))" } ?? "HTTP \(status) from \(service)"
+        return KMSError(kind, code: code, text)
+    }
+}
+
+/// Just enough XML for STS answers: the text of the first `<name>` element, entities decoded.
+enum XML {
+    static func element(_ name: String, in text: String) -> String? {
+        guard let open = text.range(of: "<\(name)>"), let close = text.range(of: "</\(name)>", range: open.upperBound..<text.endIndex) else { return nil }
+        return String(text[open.upperBound..<close.lowerBound])
+            .replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">")
+            .replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&apos;", with: "'")
+            .replacingOccurrences(of: "&amp;", with: "&")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
