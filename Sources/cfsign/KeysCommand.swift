@@ -45,7 +45,8 @@ struct Keys: ParsableCommand {
                   uri+='?module-path=/usr/lib/softhsm/libsofthsm2.so'
                   uri+='&pin-source=file:/etc/cfsign/pin'
                   cfsign keys public --uri "$uri" > K2JCJMDEHXQW5F.pub.pem
-                  cfsign keys public --uri awskms:arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab > kms.pub.pem
+                  arn=arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd
+                  cfsign keys public --uri "awskms:$arn" > kms.pub.pem
                 """
         )
 
