@@ -725,3 +725,14 @@ class OTLPReceiver:
 def closed_port() -> int:
     """A 127.0.0.1 port nothing listens on (a dead collector)."""
     return free_port()
+
+
+def readyz(port: int) -> tuple[int, str]:
+    """A worker's `/readyz` on 127.0.0.1:`port`: the status and the body (503 is an answer too)."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()

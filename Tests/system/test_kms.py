@@ -25,6 +25,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
+from cfsign_support import readyz
+
 from .cfsign_system import CLOUDFRONT_HOST, clean_environment, collect, free_port, job, push, unique_namespace, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("moto_server") is None, reason="moto_server is not installed (scripts/setup)")
@@ -149,16 +151,6 @@ def group(ns_key_entries, active):
 def heartbeat(r, ns, wid):
     raw = r.get(f"{{{ns}}}:worker:{wid}")
     return json.loads(raw) if raw else {}
-
-
-def readyz(port: int) -> tuple[int, str]:
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 # --- SigV4 and framing, against botocore ---------------------------------------------------------

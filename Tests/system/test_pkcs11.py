@@ -23,6 +23,8 @@ from botocore.signers import CloudFrontSigner
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
+from cfsign_support import readyz
+
 from .cfsign_system import CLOUDFRONT_HOST, clean_environment, collect, free_port, job, openssl, push, unique_namespace, wait_until
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
@@ -293,16 +295,6 @@ def token_folder(token: Token) -> Path:
     """The one token's own folder inside the token dir (SoftHSM names it by a UUID)."""
     [folder] = [p for p in (token.conf.parent / "tokens").iterdir() if p.is_dir()]
     return folder
-
-
-def readyz(port: int) -> tuple[int, str]:
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def test_a_token_that_disappears_mid_drain_loses_no_job(redis_server, workers, token, test_keys):
