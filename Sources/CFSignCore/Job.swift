@@ -262,11 +262,18 @@ public enum JobParser {
         init(members: [(String, JSONValue)]) {
             self.members = members
             // A job has a handful of members: comparing pairs costs less than hashing each name
-            // into a Set (same String equality, same first duplicate).
+            // into a Set (same String equality, same first duplicate). A hostile job of thousands
+            // of members would make pairs quadratic, so above 16 a Set is used.
+            var seen: Set<String>? = members.count > 16 ? Set(minimumCapacity: members.count) : nil
+            seen?.insert(members.first?.0 ?? "")
             for i in members.indices.dropFirst() {
                 let name = members[i].0
                 var seenBefore = false
-                for j in 0..<i where members[j].0 == name { seenBefore = true; break }
+                if seen != nil {
+                    seenBefore = !seen!.insert(name).inserted
+                } else {
+                    for j in 0..<i where members[j].0 == name { seenBefore = true; break }
+                }
                 if seenBefore {
                     if duplicate == nil { duplicate = name }
                     duplicates.insert(name)

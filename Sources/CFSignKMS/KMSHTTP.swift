@@ -29,7 +29,9 @@ public final class KMSHTTP: Sendable {
         var configuration = HTTPClient.Configuration()
         // The worker bounds calls in flight (kms_max_in_flight); the pool only has to keep up.
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
-        configuration.timeout = .init(connect: .seconds(2))
+        // The per-call deadline (kms_call_timeout) ends once the response head arrives; the read
+        // timeout bounds a body that stalls after it, at the longest kms_call_timeout allowed.
+        configuration.timeout = .init(connect: .seconds(2), read: .seconds(60))
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .disabled
         client = HTTPClient(eventLoopGroupProvider: .shared(loops), configuration: configuration)

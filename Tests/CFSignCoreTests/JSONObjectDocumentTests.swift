@@ -68,3 +68,18 @@ struct JSONObjectDocumentLargeTests {
         #expect(doc.duplicates == ["m7"])
     }
 }
+
+@Suite("Jobs with many members")
+struct JobManyMembersTests {
+    @Test("a job of thousands of members still finds a duplicated field, without comparing every pair")
+    func manyMembersDuplicate() {
+        let filler = (0..<3000).map { #""x\#($0)":0"# }.joined(separator: ",")
+        let text = #"{"id":"j","reply_to":"{cfsign}:reply:w",\#(filler),"url":"https://d.example/a","expires_in":60,"url":"https://d.example/b"}"#
+        guard case .refused(_, _, let error) = JobParser.parse(Array(text.utf8), namespace: .default) else {
+            Issue.record("not refused")
+            return
+        }
+        #expect(error.code == .invalidJob)
+        #expect(error.message.contains("\"url\" appears more than once"))
+    }
+}

@@ -24,4 +24,31 @@ import Testing
         #expect(refusal("awskms:arn:aws:s3:::bucket")?.contains("not a KMS key ARN") == true)
         #expect(refusal("awskms:a b")?.contains("spaces") == true)
     }
+
+    /// The region names the host the worker sends its credentials to: a key-group writer must not
+    /// be able to point it at another host (attacker review of issue 16).
+    @Test("an ARN whose region or partition could name another host is refused", arguments: [
+        "arn:aws:kms:attacker.example/:111122223333:key/x",
+        "arn:aws:kms:us-east-1.attacker.example:111122223333:key/x",
+        "arn:aws:kms:us-east-1#:111122223333:key/x",
+        "arn:aws:kms:US-EAST-1:111122223333:key/x",
+        "arn:aws:kms:useast1:111122223333:key/x",
+        "arn:evil:kms:us-east-1:111122223333:key/x",
+    ])
+    func hostileRegionRefused(arn: String) {
+        do {
+            _ = try KMSKeyURI(parsing: "awskms:" + arn)
+            Issue.record("accepted \(arn)")
+        } catch {
+            #expect(error.reason.contains("not an AWS one"), "\(arn): \(error.reason)")
+        }
+    }
+
+    @Test("every AWS partition's region form is accepted", arguments: [
+        "arn:aws:kms:us-east-1:111122223333:key/x", "arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/x",
+        "arn:aws-cn:kms:cn-north-1:111122223333:key/x", "arn:aws:kms:ap-southeast-2:111122223333:alias/cfsign",
+    ])
+    func awsRegionsAccepted(arn: String) throws {
+        #expect(try KMSKeyURI(parsing: "awskms:" + arn).keyID == arn)
+    }
 }
