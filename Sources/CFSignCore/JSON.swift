@@ -422,6 +422,8 @@ public struct JSONObjectDocument: Sendable {
     public let members: [(String, JSONValue)]
     /// Paths of every member name that appears more than once in its object, in document order.
     public let duplicates: [String]
+    /// The top-level names among them (a name with a `.` in it cannot be told from a path).
+    public let memberDuplicates: [String]
 
     /// Reads `bytes` as a JSON object, noting duplicates; callers that must tell which duplicate it
     /// was (a job's `id`) read `duplicates`, the others call `refusingDuplicates()`.
@@ -432,8 +434,10 @@ public struct JSONObjectDocument: Sendable {
         self.value = value
         self.members = members
         var found: [String] = []
-        Self.collectDuplicates(value, path: "", into: &found)
+        var topLevel: [String] = []
+        Self.collectDuplicates(value, path: "", into: &found, topLevel: &topLevel)
         self.duplicates = found
+        self.memberDuplicates = topLevel
     }
 
     /// Throws `.duplicate` for the first duplicated name at any depth.
@@ -445,7 +449,7 @@ public struct JSONObjectDocument: Sendable {
     /// The top-level member named `name`.
     public subscript(member name: String) -> JSONValue? { value[member: name] }
 
-    private static func collectDuplicates(_ value: JSONValue, path: String, into found: inout [String]) {
+    private static func collectDuplicates(_ value: JSONValue, path: String, into found: inout [String], topLevel: inout [String]) {
         switch value {
         case .object(let members):
             // Jobs have a dozen members: comparing pairs is cheaper than hashing each name.
@@ -455,14 +459,16 @@ public struct JSONObjectDocument: Sendable {
                 if repeated {
                     let memberPath = path.isEmpty ? name : "\(path).\(name)"
                     if !found.contains(memberPath) { found.append(memberPath) }
+                    if path.isEmpty, !topLevel.contains(name) { topLevel.append(name) }
                 }
                 switch member {
-                case .object, .array: collectDuplicates(member, path: path.isEmpty ? name : "\(path).\(name)", into: &found)
+                case .object, .array: collectDuplicates(member, path: path.isEmpty ? name : "\(path).\(name)", into: &found, topLevel: &topLevel)
                 default: break
                 }
             }
         case .array(let items):
-            for (n, item) in items.enumerated() { collectDuplicates(item, path: "\(path)[\(n)]", into: &found) }
+            var ignored: [String] = []  // names inside an array are never top-level
+            for (n, item) in items.enumerated() { collectDuplicates(item, path: "\(path)[\(n)]", into: &found, topLevel: &ignored) }
         default:
             return
         }

@@ -160,7 +160,7 @@ public enum JobParser {
         }
         // Duplicates are not refused wholesale: one of `id`/`reply_to` makes the job unanswerable
         // (dead), any other is answered as invalid_job.
-        var fields = Fields(members: document.members)
+        var fields = Fields(members: document.members, duplicates: document.memberDuplicates)
         if readTrace, let parent = (try? fields.string("traceparent")) ?? nil {
             let state = (try? fields.string("tracestate")) ?? nil
             trace = TraceContext(traceparent: parent, tracestate: state)
@@ -259,26 +259,12 @@ public enum JobParser {
         /// behind an earlier duplicate of another field).
         var duplicates: Set<String> = []
 
-        init(members: [(String, JSONValue)]) {
+        /// `duplicates`: the document's duplicated top-level names, in order (`JSONObjectDocument`
+        /// has found them already; not searched again here).
+        init(members: [(String, JSONValue)], duplicates found: [String]) {
             self.members = members
-            // A job has a handful of members: comparing pairs costs less than hashing each name
-            // into a Set (same String equality, same first duplicate). A hostile job of thousands
-            // of members would make pairs quadratic, so above 16 a Set is used.
-            var seen: Set<String>? = members.count > 16 ? Set(minimumCapacity: members.count) : nil
-            seen?.insert(members.first?.0 ?? "")
-            for i in members.indices.dropFirst() {
-                let name = members[i].0
-                var seenBefore = false
-                if seen != nil {
-                    seenBefore = !seen!.insert(name).inserted
-                } else {
-                    for j in 0..<i where members[j].0 == name { seenBefore = true; break }
-                }
-                if seenBefore {
-                    if duplicate == nil { duplicate = name }
-                    duplicates.insert(name)
-                }
-            }
+            duplicate = found.first
+            duplicates = Set(found)
         }
 
         func value(_ name: String) -> JSONValue? {
