@@ -118,16 +118,21 @@ class Collector(threading.Thread):
                 got = client.blpop([self.key], timeout=0.5)
                 if got is None:
                     continue
-                batch = [got[1]] + (client.lpop(self.key, 1000) or [])
-                with self.lock:
-                    for raw in batch:
-                        reply = json.loads(raw)
-                        if reply.get("ok") is not True:
-                            self.refused.append(reply)
-                        self.ids[reply["id"]] += 1
+                # Count the popped reply before the next call: if the master dies during the LPOP,
+                # the BLPOP's removal is already replicated and the reply exists only here.
+                self.count([got[1]])
+                self.count(client.lpop(self.key, 1000) or [])
             except (redis.RedisError, OSError):
                 client = None
                 time.sleep(0.1)
+
+    def count(self, batch: list[bytes]):
+        with self.lock:
+            for raw in batch:
+                reply = json.loads(raw)
+                if reply.get("ok") is not True:
+                    self.refused.append(reply)
+                self.ids[reply["id"]] += 1
 
     def seen(self) -> set[str]:
         with self.lock:
