@@ -8,10 +8,10 @@ import PackageDescription
 ///   (PKCS#11 is headers only: modules are dlopen'ed at run time).
 /// - `CFSignSync`: `Locked`, the one lock type (a pthread mutex ThreadSanitizer understands).
 /// - `CFSignCore`: the wire protocol without I/O (jobs, policies, URL/cookie assembly, key-group model, heartbeat).
-/// - `CFSignKMS`: AWS KMS and STS over HTTPS (SigV4, credential providers, Sign, GetPublicKey);
-///   the only module that links AsyncHTTPClient.
 /// - `CFSignCrypto`: private/public keys, signatures, loaded key groups (OpenSSL libcrypto; keys in
-///   an HSM through PKCS#11, or in AWS KMS through `CFSignKMS`).
+///   an HSM through PKCS#11; AWS KMS keys through a loader a module above injects).
+/// - `CFSignKMS`: AWS KMS keys: SigV4, credential providers, KMS and STS over HTTPS, `KMSKey`;
+///   the only module that links AsyncHTTPClient (so the worker library and the fuzz build do not).
 /// - `CFSignRedis`: a small, generic, blocking Redis client over hiredis; knows nothing of cfsign.
 /// - `CFSignWorker`: the queue worker.
 /// - `CFSignAdmin`: operator logic an app or script can link: fleet snapshots and the key-group store.
@@ -77,7 +77,7 @@ let package = Package(
         .target(
             name: "CFSignKMS",
             dependencies: [
-                "CFSignSync", "CCFSignOpenSSL",
+                "CFSignSync", "CFSignCore", "CFSignCrypto", "CCFSignOpenSSL",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -85,7 +85,7 @@ let package = Package(
         ),
         .target(
             name: "CFSignCrypto",
-            dependencies: ["CFSignSync", "CFSignCore", "CFSignKMS", "CCFSignOpenSSL", "CCFSignPKCS11", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["CFSignSync", "CFSignCore", "CCFSignOpenSSL", "CCFSignPKCS11", .product(name: "SystemPackage", package: "swift-system")]
         ),
         .target(
             name: "CFSignRedis",

@@ -280,7 +280,7 @@ public final class PublicKey: @unchecked Sendable {
     }
 
     /// Parses a DER SubjectPublicKeyInfo (what a PKCS#11 key's numbers are turned into).
-    convenience init(der bytes: [UInt8], source: String) throws(KeyError) {
+    package convenience init(der bytes: [UInt8], source: String) throws(KeyError) {
         OpenSSL.clearErrors()
         let parsed = bytes.withUnsafeBufferPointer { b -> OpaquePointer? in
             var p: UnsafePointer<UInt8>? = b.baseAddress

@@ -19,12 +19,27 @@ public struct KeyLoadOptions: Sendable {
     /// Seconds each AWS KMS call may take (`kms_call_timeout`).
     public var kmsCallTimeout: Double
 
-    public init(allowInlineKeys: Bool = false, allowGroupReadableKeyFiles: Bool = false, pkcs11MaxSessions: Int? = nil, kmsCallTimeout: Double = 2) {
+    /// Loads `awskms:` keys; nil refuses them (this module links no HTTP client: the program that
+    /// wants KMS keys passes `CFSignKMS.AWSKMSKeys()`).
+    public var kms: (any KMSKeyLoader)?
+
+    public init(allowInlineKeys: Bool = false, allowGroupReadableKeyFiles: Bool = false, pkcs11MaxSessions: Int? = nil, kmsCallTimeout: Double = 2,
+                kms: (any KMSKeyLoader)? = nil) {
         self.allowInlineKeys = allowInlineKeys
         self.allowGroupReadableKeyFiles = allowGroupReadableKeyFiles
         self.pkcs11MaxSessions = pkcs11MaxSessions
         self.kmsCallTimeout = kmsCallTimeout
+        self.kms = kms
     }
+}
+
+/// Where `awskms:` keys come from, injected through `KeyLoadOptions.kms` by a module above this one
+/// (CFSignKMS), so that CFSignCrypto and everything that only signs in process link no HTTPS stack.
+public protocol KMSKeyLoader: Sendable {
+    /// The key `uri` names, its public key fetched and checked; refusals name the AWS error.
+    func load(_ uri: KMSKeyURI, callTimeout: Double) throws(KeyError) -> any SigningKey
+    /// Releases the loader's process-wide resources (connections, event loop) at exit.
+    func shutdown()
 }
 
 extension KeyLoadOptions {
@@ -126,7 +141,10 @@ public final class SigningKeyGroup: Sendable {
             }
         case .awsKMS(let uri):
             do throws(KeyError) {
-                return try KMSKey.load(uri, callTimeout: options.kmsCallTimeout)
+                guard let kms = options.kms else {
+                    throw KeyError(source: uri.text, reason: "names an AWS KMS key, which this program cannot reach (it was built without CFSignKMS)")
+                }
+                return try kms.load(uri, callTimeout: options.kmsCallTimeout)
             } catch {
                 throw KeyError(source: "private_key_uri \(error.source)", reason: error.reason)
             }

@@ -21,8 +21,12 @@ public final class KeyGroupReloader: Service, Sendable {
     private let stopping = Atomic<Bool>(false)
     private let lastSeen = Locked<[UInt8]?>(nil)
     private let redisDown = Atomic<Bool>(false)
+    private let kms: (any KMSKeyLoader)?
 
-    public init(url: RedisURL, namespace: Namespace, keys: TrustedKeys, interval: Double, logger: Logger) {
+    /// - Parameter kms: asks AWS KMS for the public key of a group's `awskms:` keys; nil: such keys
+    ///   are reported as problems and not trusted.
+    public init(url: RedisURL, namespace: Namespace, keys: TrustedKeys, interval: Double, logger: Logger, kms: (any KMSKeyLoader)? = nil) {
+        self.kms = kms
         self.url = url
         self.namespace = namespace
         self.keys = keys
@@ -110,7 +114,7 @@ public final class KeyGroupReloader: Service, Sendable {
             ])
             return
         }
-        let (loaded, problems) = Self.publicKeys(of: document)
+        let (loaded, problems) = Self.publicKeys(of: document, kms: kms)
         for problem in problems {
             logger.error("a key of the key group cannot be trusted", metadata: ["version": "\(document.version)", "reason": "\(problem)"])
         }
@@ -126,7 +130,7 @@ public final class KeyGroupReloader: Service, Sendable {
     }
 
     /// The public key of each key of the group, and a sentence for each key that could not be loaded.
-    public static func publicKeys(of document: KeyGroupDocument) -> (keys: [String: PublicKey], problems: [String]) {
+    public static func publicKeys(of document: KeyGroupDocument, kms: (any KMSKeyLoader)? = nil) -> (keys: [String: PublicKey], problems: [String]) {
         var keys: [String: PublicKey] = [:]
         var problems: [String] = []
         for key in document.keys {
@@ -143,7 +147,7 @@ public final class KeyGroupReloader: Service, Sendable {
                     privateKey = try PrivateKey(pem: Array(text.utf8), source: "key \(key.id): private_key_pem")
                 case .pkcs11, .awsKMS:
                     // The token or KMS reports the public key; the edge never signs.
-                    let options = KeyLoadOptions(allowInlineKeys: true, allowGroupReadableKeyFiles: true)
+                    let options = KeyLoadOptions(allowInlineKeys: true, allowGroupReadableKeyFiles: true, kms: kms)
                     keys[key.id] = try SigningKeyGroup.loadKey(key.source, id: key.id, options: options).publicKey
                     continue
                 }

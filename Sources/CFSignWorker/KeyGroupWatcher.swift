@@ -11,6 +11,7 @@ import Logging
 /// that does not load is refused whole and the worker keeps the group it has.
 final class KeyGroupWatcher {
     private let configuration: WorkerConfiguration
+    private let kms: (any KMSKeyLoader)?
     private let state: WorkerState
     private let logger: Logger
     private let heartbeatWake: DispatchSemaphore
@@ -19,8 +20,9 @@ final class KeyGroupWatcher {
     private var acceptedBytes: [UInt8]?
     private var reportedMissing = false
 
-    init(configuration: WorkerConfiguration, state: WorkerState, logger: Logger, heartbeatWake: DispatchSemaphore) {
+    init(configuration: WorkerConfiguration, kms: (any KMSKeyLoader)?, state: WorkerState, logger: Logger, heartbeatWake: DispatchSemaphore) {
         self.configuration = configuration
+        self.kms = kms
         self.state = state
         self.logger = logger
         self.heartbeatWake = heartbeatWake
@@ -117,7 +119,7 @@ final class KeyGroupWatcher {
             }
         }
         let options = KeyLoadOptions(allowInlineKeys: configuration.allowInlineKeys, allowGroupReadableKeyFiles: configuration.allowGroupReadableKeys,
-                                     kmsCallTimeout: configuration.kmsCallTimeout)
+                                     kmsCallTimeout: configuration.kmsCallTimeout, kms: kms)
         do {
             let group = try SigningKeyGroup.load(document, options: options)
             let previous = state.keyGroup?.version

@@ -23,11 +23,14 @@ public final class Worker: Service, Sendable {
     private let fetchFinished = Atomic<Bool>(false)
     /// nil: not tracing (no tracer bootstrapped), and no timestamps are taken.
     private let spans: JobSpans?
+    private let kms: (any KMSKeyLoader)?
 
     /// - Parameter tracer: where job spans go; nil: `InstrumentationSystem.tracer` (swift-otel's
     ///   when the executable bootstrapped it, else a no-op, and then the worker records nothing).
-    public init(configuration: WorkerConfiguration, logger: Logger, tracer: (any Tracer)? = nil) {
+    /// - Parameter kms: loads groups' `awskms:` keys (`CFSignKMS.AWSKMSKeys()`); nil refuses them.
+    public init(configuration: WorkerConfiguration, logger: Logger, tracer: (any Tracer)? = nil, kms: (any KMSKeyLoader)? = nil) {
         self.configuration = configuration
+        self.kms = kms
         self.spans = JobSpans(tracer: tracer ?? InstrumentationSystem.tracer, namespace: configuration.namespace)
         self.state = WorkerState(signatureCacheSize: configuration.signatureCacheSize)
         var logger = logger
@@ -112,7 +115,7 @@ public final class Worker: Service, Sendable {
         // Each loop is made on the thread that runs it and owns its connections (they are not Sendable).
         let initialLoad = DispatchSemaphore(value: 0)
         Self.spawn("cfsign-keygroup", group: nil) { [self] in
-            let watcher = KeyGroupWatcher(configuration: configuration, state: state, logger: logger, heartbeatWake: heartbeatWake)
+            let watcher = KeyGroupWatcher(configuration: configuration, kms: kms, state: state, logger: logger, heartbeatWake: heartbeatWake)
             watcher.loadInitial()
             initialLoad.signal()
             watcher.run()
@@ -167,7 +170,7 @@ public final class Worker: Service, Sendable {
         logger.notice("running", metadata: ["keygroup_version": "\(state.keyGroup.map { String($0.version) } ?? "none")"])
         group.wait()
         state.phase.store(.stopped, ordering: .releasing)
-        RemoteKeys.shutdown()
+        kms?.shutdown()
         logger.notice("stopped", metadata: ["jobs": "\(state.jobs.load(ordering: .relaxed))", "errors": "\(state.errors.load(ordering: .relaxed))", "dead": "\(state.dead.load(ordering: .relaxed))"])
     }
 

@@ -8,6 +8,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
+import CFSignKMS
 
 struct Edge: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -131,7 +132,7 @@ struct Edge: AsyncParsableCommand {
         if keygroupFromRedis {
             let url = try redis.redisURL
             let ns = try redis.ns
-            let r = KeyGroupReloader(url: url, namespace: ns, keys: trusted, interval: keygroupPollInterval, logger: logger)
+            let r = KeyGroupReloader(url: url, namespace: ns, keys: trusted, interval: keygroupPollInterval, logger: logger, kms: AWSKMSKeys())
             do { try r.loadInitial() } catch {
                 throw Terminal.fail(nil, "edge not started: cannot read the key group from Redis at \(url): \(RedisOptions.explain(error.message))")
             }

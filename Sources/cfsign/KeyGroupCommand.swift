@@ -3,6 +3,7 @@ import CFSignAdmin
 import CFSignCore
 import CFSignCrypto
 import Foundation
+import CFSignKMS
 
 struct KeyGroupCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -181,7 +182,7 @@ struct KeyGroupWriter {
     let file: String?
 
     /// What `--check-files` loads: inline keys too, since the point is to test this group.
-    static let fileCheck = KeyLoadOptions(allowInlineKeys: true)
+    static let fileCheck = KeyLoadOptions(allowInlineKeys: true, kms: AWSKMSKeys())
 
     func store(_ write: (KeyGroupStore) throws(KeyGroupStoreError) -> KeyGroupStore.Stored) throws {
         let ns = try redis.ns

@@ -3,6 +3,7 @@ import CFSignCore
 import CFSignCrypto
 import Foundation
 import SystemPackage
+import CFSignKMS
 
 struct Keys: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,7 +26,7 @@ struct Keys: ParsableCommand {
             throw Terminal.fail(.noSigningKey, "\(option) \(error.reason)")
         }
         do {
-            return try SigningKeyGroup.loadKey(source, id: "", options: KeyLoadOptions(allowInlineKeys: true))
+            return try SigningKeyGroup.loadKey(source, id: "", options: KeyLoadOptions(allowInlineKeys: true, kms: AWSKMSKeys()))
         } catch {
             throw Terminal.fail(.noSigningKey, error.description)
         }

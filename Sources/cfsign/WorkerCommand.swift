@@ -7,6 +7,7 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 import Tracing
+import CFSignKMS
 
 struct Worker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -109,7 +110,7 @@ struct Worker: AsyncParsableCommand {
             InstrumentationSystem.bootstrap(traces.tracer)
             logger.notice("exporting traces over OTLP/HTTP", metadata: ["endpoint": "\(ProcessInfo.processInfo.environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] ?? ProcessInfo.processInfo.environment["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "")"])
         }
-        let worker = CFSignWorker.Worker(configuration: configuration, logger: logger, tracer: traces?.tracer)
+        let worker = CFSignWorker.Worker(configuration: configuration, logger: logger, tracer: traces?.tracer, kms: AWSKMSKeys())
         // The trace exporter first, then the HTTP endpoint: the group stops services in reverse
         // order, so /readyz keeps saying "draining" until the worker has answered what it holds,
         // and the exporter flushes the last spans after that.

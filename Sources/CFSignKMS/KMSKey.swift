@@ -1,5 +1,5 @@
 import CFSignCore
-internal import CFSignKMS
+import CFSignCrypto
 
 /// A key that never leaves AWS KMS: each signature is one KMS `Sign` call (RSA_2048 with
 /// `RSASSA_PKCS1_V1_5_SHA_256`, ECC_NIST_P256 with `ECDSA_SHA_256`), SHA-256 only. A remote
@@ -92,8 +92,15 @@ final class KMSKey: RemoteSigningKey {
     }
 }
 
-/// The process-wide resources of remote keys (the KMS HTTPS client and its event loop thread).
-public enum RemoteKeys {
+/// How programs that link this module hand `awskms:` keys to key-group loads (`KeyLoadOptions.kms`):
+/// CFSignCrypto itself links no HTTP client, so the worker library and the fuzz build do not either.
+public struct AWSKMSKeys: KMSKeyLoader {
+    public init() {}
+
+    public func load(_ uri: KMSKeyURI, callTimeout: Double) throws(KeyError) -> any SigningKey {
+        try KMSKey.load(uri, callTimeout: callTimeout)
+    }
+
     /// Closes KMS connections at exit; a no-op when no KMS key was ever loaded.
-    public static func shutdown() { KMSHTTP.shutdownIfStarted() }
+    public func shutdown() { KMSHTTP.shutdownIfStarted() }
 }
