@@ -22,16 +22,29 @@ final class PKCS11Module: @unchecked Sendable {
 
     private static let loaded = Locked<[String: PKCS11Module]>([:])
 
+    private static func resolve(_ path: String) -> String? {
+        realpath(path, nil).map { p -> String in defer { free(p) }; return String(cString: p) }
+    }
+
     private init(path: String, f: UnsafeMutablePointer<CK_FUNCTION_LIST>) {
         self.path = path
         self.f = f
     }
 
     /// The module at `path`, loaded and initialised on first use. `source` names the URI part.
-    static func load(path: String, source: String) throws(KeyError) -> PKCS11Module {
-        let resolved = realpath(path, nil).map { p -> String in defer { free(p) }; return String(cString: p) }
+    ///
+    /// - Parameter allowed: the module paths this process may load (`pkcs11_modules`), nil for any.
+    ///   Compared after resolving symlinks on both sides, before anything is loaded: whoever writes
+    ///   the key group chooses `module-path`, and loading a library runs its code in the process
+    ///   that holds the keys.
+    static func load(path: String, source: String, allowed: [String]? = nil) throws(KeyError) -> PKCS11Module {
+        let resolved = resolve(path)
         guard let resolved else {
             throw KeyError(source: source, reason: "cannot be loaded: \(String(cString: strerror(errno)))")
+        }
+        if let allowed, !allowed.contains(where: { resolve($0) == resolved }) {
+            let list = allowed.isEmpty ? "none" : allowed.joined(separator: ", ")
+            throw KeyError(source: source, reason: "is not a module this process may load (pkcs11_modules: \(list)); an operator adds it to pkcs11_modules in the worker's configuration")
         }
         let result: Result<PKCS11Module, KeyError> = loaded.withLock { table in
             if let m = table[resolved] { return .success(m) }

@@ -123,8 +123,9 @@ final class PKCS11Key: SigningKey, @unchecked Sendable {
     ///
     /// `pin` is the PIN already read from `pin-source` (or `pin-value`); `loggedIn` lists the tokens
     /// this group load has already logged in to, so a group with several keys on one token logs in once.
-    static func load(_ uri: PKCS11URI, pin: [UInt8]?, pinSource: String, loggedIn: inout Set<ObjectIdentifier>, maxSessions: Int? = nil) throws(KeyError) -> PKCS11Key {
-        let module = try PKCS11Module.load(path: uri.modulePath, source: "module-path \(uri.modulePath)")
+    static func load(_ uri: PKCS11URI, pin: [UInt8]?, pinSource: String, loggedIn: inout Set<ObjectIdentifier>, maxSessions: Int? = nil,
+                     allowedModules: [String]? = nil) throws(KeyError) -> PKCS11Key {
+        let module = try PKCS11Module.load(path: uri.modulePath, source: "module-path \(uri.modulePath)", allowed: allowedModules)
         let token = try module.loadLock.withLock { _ -> Result<PKCS11Token, KeyError> in
             Result { () throws(KeyError) -> PKCS11Token in
                 let slots = try module.matchingSlots(uri)

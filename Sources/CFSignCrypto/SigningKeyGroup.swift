@@ -19,6 +19,10 @@ public struct KeyLoadOptions: Sendable {
     /// Seconds each AWS KMS call may take (`kms_call_timeout`).
     public var kmsCallTimeout: Double
 
+    /// The PKCS#11 modules a `pkcs11:` key's `module-path` may name (`pkcs11_modules`); nil: any.
+    /// The writer of the key group picks the module, and loading it runs its code here.
+    public var pkcs11Modules: [String]?
+
     /// Loads `awskms:` keys; nil refuses them (this module links no HTTP client: the program that
     /// wants KMS keys passes `CFSignKMS.AWSKMSKeys()`).
     public var kms: (any KMSKeyLoader)?
@@ -30,6 +34,7 @@ public struct KeyLoadOptions: Sendable {
         self.pkcs11MaxSessions = pkcs11MaxSessions
         self.kmsCallTimeout = kmsCallTimeout
         self.kms = kms
+        self.pkcs11Modules = nil
     }
 }
 
@@ -184,7 +189,8 @@ public final class SigningKeyGroup: Sendable {
             pinSource = "pin-source"
         }
         defer { if pin != nil { pin!.wipe() } }
-        return try PKCS11Key.load(uri, pin: pin, pinSource: pinSource, loggedIn: &loggedIn, maxSessions: options.pkcs11MaxSessions)
+        return try PKCS11Key.load(uri, pin: pin, pinSource: pinSource, loggedIn: &loggedIn, maxSessions: options.pkcs11MaxSessions,
+                                  allowedModules: options.pkcs11Modules)
     }
 }
 

@@ -114,7 +114,10 @@ struct Worker: AsyncParsableCommand {
         // The trace exporter first, then the HTTP endpoint: the group stops services in reverse
         // order, so /readyz keeps saying "draining" until the worker has answered what it holds,
         // and the exporter flushes the last spans after that.
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = traces.map { [.init(service: $0.service)] } ?? []
+        // An exporter that ends or fails stops tracing, never signing.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = traces.map {
+            [.init(service: $0.service, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore)]
+        } ?? []
         if let address = configuration.httpAddress, let (host, port) = HTTPServer.parseAddress(address) {
             do {
                 let http = try await HTTPServer.start(host: host, port: port, limits: limits, logger: logger) { request in
@@ -123,7 +126,9 @@ struct Worker: AsyncParsableCommand {
                 // The bound port, not the asked one: with port 0 this line is the only place it shows.
                 let bound = "\(host.contains(":") ? "[\(host)]" : host):\(http.port)"
                 logger.notice("listening on \(bound), serving /metrics, /healthz, /readyz", metadata: ["http_address": "\(bound)"])
-                services.append(.init(service: http))
+                // An endpoint that fails drains the worker (the default would cancel it, leaving
+                // its held jobs to the reaper).
+                services.append(.init(service: http, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
             } catch {
                 throw Terminal.fail(nil, "worker not started: cannot listen on http_address \(address): \(error)")
             }

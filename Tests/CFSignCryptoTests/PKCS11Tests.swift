@@ -160,6 +160,32 @@ struct PKCS11Tests {
         #expect(try loadError(notModule).contains("module-path /etc/hostname"))
     }
 
+    @Test("a module-path outside pkcs11_modules is refused before the module is loaded")
+    func moduleNotAllowed() throws {
+        var options = KeyLoadOptions()
+        options.pkcs11Modules = ["/usr/lib/x86_64-linux-gnu/libnot-this-one.so"]
+        let e = try loadError(SoftHSM.get().uri("KEC"), options: options)
+        #expect(e.contains("module-path \(SoftHSM.module)"), "\(e)")
+        #expect(e.contains("is not a module this process may load"), "\(e)")
+        options.pkcs11Modules = []
+        #expect(try loadError(SoftHSM.get().uri("KEC"), options: options).contains("pkcs11_modules: none"))
+    }
+
+    @Test("a module-path in pkcs11_modules loads, also when either side is spelled through a symlink")
+    func moduleAllowedThroughSymlink() throws {
+        let hsm = try SoftHSM.get()
+        let link = hsm.root + "/module-link-\(UUID().uuidString).so"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: SoftHSM.module)
+        defer { try? FileManager.default.removeItem(atPath: link) }
+        var options = KeyLoadOptions()
+        options.pkcs11Modules = [link]
+        #expect(try load(hsm.uri("KEC"), options: options).type == .ecP256)
+        options.pkcs11Modules = [SoftHSM.module]
+        let viaLink = hsm.uri("KEC").replacingOccurrences(of: "module-path=\(SoftHSM.module)", with: "module-path=\(link)")
+        #expect(viaLink.contains(link))
+        #expect(try load(viaLink, options: options).type == .ecP256)
+    }
+
     @Test("a wrong PIN is refused naming pin-source, never the PIN")
     func wrongPIN() throws {
         let hsm = try SoftHSM.get()

@@ -162,3 +162,35 @@ def test_a_worker_restarted_with_the_same_id_answers_the_jobs_its_previous_proce
     missing = set(ids) - {x["id"] for x in replies}
     assert not missing, f"{len(missing)} jobs not answered (held by the first process: {held})"
     wait_until(lambda: r.llen(first.inflight_key) == 0, 10, what="the in-flight list to empty")
+
+
+def test_sigterm_while_the_worker_starts_stops_it_without_a_second_signal(redis_server, workers, ns, test_keys):
+    r = redis_server.client()
+    store_keygroup(r, ns, [test_keys["ec"]])
+    worker = workers.start(redis_server, ns, worker_id="early", wait=False)
+    # The first log line: the process is up, its services may not be yet.
+    wait_until(lambda: worker.log() or not worker.alive(), 20, interval=0.001, what="the worker's first log line")
+    worker.send(signal.SIGTERM)
+    rc = worker.wait(20)
+    # 0 once the signal is trapped; killed by it only before that, when nothing is held yet.
+    assert rc in (0, -signal.SIGTERM), worker.log()[-2000:]
+    assert not r.sismember(f"{{{ns}}}:workers", worker.worker_id)
+    assert not r.exists(worker.inflight_key)
+
+
+def test_a_second_sigterm_during_the_drain_stops_at_once_and_another_worker_answers_the_held_jobs(redis_server, workers, ns, test_keys):
+    r = redis_server.client()
+    store_keygroup(r, ns, [test_keys["rsa"]])  # RSA, one lane, big batches: the drain takes seconds
+    worker = workers.start(redis_server, ns, worker_id="impatient", concurrency=1, env={"CFSIGN_BATCH_SIZE": "500"})
+    ids = [f"twice-{i}" for i in range(2000)]
+    push(r, ns, (job(ns, i, reply="twice") for i in ids))
+    wait_until(lambda: r.llen(worker.inflight_key) >= 500, 20, interval=0.002, what="the worker to hold a batch")
+    worker.send(signal.SIGTERM)
+    wait_until(lambda: "shutting down gracefully" in worker.log(), 10, interval=0.002, what="the first signal's log line")
+    worker.send(signal.SIGTERM)
+    assert worker.wait(10) == 1, "a drain cut short exits 1"
+    assert "stopping at once" in worker.log()
+
+    workers.start(redis_server, ns, worker_id="rescuer")
+    replies = collect_ids(r, f"{{{ns}}}:reply:twice", set(ids), timeout=120)
+    assert set(ids) <= {x["id"] for x in replies}, "a job held by the stopped worker was lost"
