@@ -118,8 +118,9 @@ final class KeyGroupWatcher {
                 return
             }
         }
-        let options = KeyLoadOptions(allowInlineKeys: configuration.allowInlineKeys, allowGroupReadableKeyFiles: configuration.allowGroupReadableKeys,
+        var options = KeyLoadOptions(allowInlineKeys: configuration.allowInlineKeys, allowGroupReadableKeyFiles: configuration.allowGroupReadableKeys,
                                      kmsCallTimeout: configuration.kmsCallTimeout, kms: kms)
+        options.pkcs11Modules = configuration.pkcs11Modules
         do {
             let group = try SigningKeyGroup.load(document, options: options)
             let previous = state.keyGroup?.version
@@ -127,6 +128,9 @@ final class KeyGroupWatcher {
             acceptedBytes = bytes
             logger.notice("key group swapped in", metadata: ["version": "\(group.version)", "previous": "\(previous.map(String.init) ?? "none")", "active": "\(group.activeID)", "keys": "\(group.keyIDs.joined(separator: ","))"])
             heartbeatWake.signal()
+            if configuration.pkcs11Modules == nil, document.keys.contains(where: { if case .pkcs11 = $0.source { true } else { false } }) {
+                logger.warning("pkcs11_modules is not set: this worker loads any PKCS#11 module a key group's module-path names; list the modules it may load", metadata: ["version": "\(group.version)"])
+            }
         } catch {
             refuse(version: document.version, reason: error.reason)
         }

@@ -53,6 +53,10 @@ public struct WorkerConfiguration: Sendable {
     /// `kms_max_in_flight`: KMS Sign calls this worker has out at once; more jobs for a KMS key
     /// wait in the sign stage. Default 64.
     public var kmsMaxInFlight: Int = 64
+    /// `pkcs11_modules`: the PKCS#11 modules a `pkcs11:` key's `module-path` may name (absolute
+    /// paths, compared after resolving symlinks); nil (empty): any. Whoever writes the key group
+    /// picks the module, and loading it runs its code in the process that holds the keys.
+    public var pkcs11Modules: [String]? = nil
     /// `clock_skew_threshold`: seconds this worker's clock may differ from Redis's before it warns. Default 1.
     public var clockSkewThreshold: Double = 1
     /// `http_address`: HOST:PORT for /metrics, /healthz, /readyz; off when empty. Default off.
@@ -162,6 +166,13 @@ extension WorkerConfiguration {
         Setting(key: "key_unavailable_after") { c, v throws(ConfigurationError) in c.keyUnavailableAfter = try seconds(v, 0...3600) },
         Setting(key: "kms_call_timeout") { c, v throws(ConfigurationError) in c.kmsCallTimeout = try seconds(v, 0.05...60) },
         Setting(key: "kms_max_in_flight") { c, v throws(ConfigurationError) in c.kmsMaxInFlight = try int(v, 1...4096) },
+        Setting(key: "pkcs11_modules") { c, v throws(ConfigurationError) in
+            let paths = SigningRules.parseList(v)
+            guard paths.allSatisfy({ $0.hasPrefix("/") }) else {
+                throw ConfigurationError("must be a comma-separated list of absolute paths, e.g. /usr/lib/softhsm/libsofthsm2.so")
+            }
+            c.pkcs11Modules = paths.isEmpty ? nil : paths
+        },
         Setting(key: "clock_skew_threshold") { c, v throws(ConfigurationError) in c.clockSkewThreshold = try seconds(v, 0.001...3600) },
         Setting(key: "http_address") { c, v throws(ConfigurationError) in
             if v.isEmpty { c.httpAddress = nil; return }

@@ -291,6 +291,32 @@ def test_a_worker_refuses_a_group_with_a_wrong_pin_whole_and_keeps_the_old_one(r
     assert heartbeat(r, ns, w.worker_id)["keygroup_version"] == 1
 
 
+def test_a_worker_refuses_a_module_outside_pkcs11_modules_and_loads_one_inside(redis_server, workers, token, test_keys):
+    ec_key = test_keys["ec"]
+    ns = unique_namespace("hsm-modules")
+    r = redis_server.client()
+    r.set(f"{{{ns}}}:keygroup", json.dumps({"version": 1, "active": ec_key.key_id, "keys": [
+        {"id": ec_key.key_id, "private_key_file": str(ec_key.path)}]}))
+    w = workers.start(redis_server, ns, env={**token.env, "CFSIGN_PKCS11_MODULES": "/usr/lib/x86_64-linux-gnu/libnot-this-one.so"})
+    r.set(f"{{{ns}}}:keygroup", json.dumps({"version": 2, "active": "KHSM", "keys": [{"id": "KHSM", "private_key_uri": token.uri("KEC")}]}))
+    r.publish(f"{{{ns}}}:keygroup:changed", "2")
+    hb = wait_until(lambda: (heartbeat(r, ns, w.worker_id).get("keygroup_refusal") or None), 10, what="refusal in heartbeat")
+    assert f"module-path {MODULE}" in hb["reason"] and "pkcs11_modules" in hb["reason"], hb
+    assert heartbeat(r, ns, w.worker_id)["keygroup_version"] == 1
+
+    allowed = workers.start(redis_server, ns, env={**token.env, "CFSIGN_PKCS11_MODULES": MODULE})
+    wait_until(lambda: heartbeat(r, ns, allowed.worker_id).get("keygroup_version") == 2, 10, what="the allowed module's group in use")
+    assert "pkcs11_modules is not set" not in allowed.log()
+
+
+def test_a_worker_without_pkcs11_modules_warns_when_it_loads_a_module(redis_server, workers, token, test_keys):
+    ns = unique_namespace("hsm-any-module")
+    r = redis_server.client()
+    r.set(f"{{{ns}}}:keygroup", json.dumps({"version": 1, "active": "KHSM", "keys": [{"id": "KHSM", "private_key_uri": token.uri("KEC")}]}))
+    w = workers.start(redis_server, ns, env=token.env)
+    wait_until(lambda: "pkcs11_modules is not set" in w.log(), 10, what="the warning")
+
+
 def token_folder(token: Token) -> Path:
     """The one token's own folder inside the token dir (SoftHSM names it by a UUID)."""
     [folder] = [p for p in (token.conf.parent / "tokens").iterdir() if p.is_dir()]
