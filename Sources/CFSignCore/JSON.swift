@@ -51,7 +51,7 @@ public struct JSONSyntaxError: Error, Sendable, CustomStringConvertible {
 }
 
 /// A strict, non-recursive-on-input-size JSON reader over UTF-8 bytes.
-public struct JSONReader {
+package struct JSONReader {
     /// Nesting deeper than this is refused, so a hostile `[[[[…` cannot exhaust the stack.
     public static let maximumDepth = 32
 
@@ -276,7 +276,7 @@ public struct JSONReader {
 /// Writes compact JSON (no whitespace between tokens), `/` unescaped, members in the order given.
 ///
 /// Replies, dead entries and heartbeats are built with it, so their bytes are predictable.
-public struct JSONWriter: Sendable {
+package struct JSONWriter: Sendable {
     public private(set) var bytes: [UInt8] = []
     private var needsComma: [Bool] = []
 
@@ -398,7 +398,7 @@ extension JSONValue {
 /// for the documents cfsign acts on (jobs, key groups, policies). Two readers of the same bytes
 /// (this worker, a producer's library, CloudFront) may take the first or the last of a duplicated
 /// name, so a document with one is ambiguous and is refused, never read either way.
-public struct JSONObjectDocument: Sendable {
+package struct JSONObjectDocument: Sendable {
     /// Why a document is not a usable JSON object.
     public enum Failure: Error, Sendable, CustomStringConvertible {
         case syntax(JSONSyntaxError)

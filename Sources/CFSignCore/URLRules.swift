@@ -2,7 +2,7 @@
 ///
 /// The policy bytes are the URL's bytes, so only printable ASCII without `"` and `\` is accepted:
 /// then no JSON escaping rule can make two signers disagree.
-public enum URLRules {
+package enum URLRules {
     public static let maximumLength = 8 * 1024
 
     /// The query parameters CloudFront reserves for signing; a URL that already has one is refused.
@@ -284,7 +284,7 @@ extension URLRules {
 
 /// CloudFront's policy wildcards: `*` is any run of characters (including `/` and `?`), `?` is exactly
 /// one character; everything else matches itself. The whole string is matched, query included.
-public enum Wildcard {
+package enum Wildcard {
     public static func matches(pattern: String, text: String) -> Bool {
         let p = Array(pattern.utf8)
         let t = Array(text.utf8)

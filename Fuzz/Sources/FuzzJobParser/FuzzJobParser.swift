@@ -1,4 +1,4 @@
-import CFSignCore
+@_spi(Fuzzing) import CFSignCore
 import FuzzSupport
 
 private let namespace = try! Namespace("cfsign")
@@ -16,7 +16,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         if let plan = try? SigningPlan(job.request, now: 1_800_000_000, limits: SigningLimits(maximumLifetime: nil)) {
             let policy = plan.policy.bytes
             // The policy must be JSON that reads back to the same resource.
-            guard let doc = try? JSONReader.parse(policy), case .array(let s)? = doc[member: "Statement"],
+            guard let doc = FuzzingEntryPoints.parseJSON(policy), case .array(let s)? = doc[member: "Statement"],
                   case .string(let r)? = s.first?[member: "Resource"], r == plan.policy.resource else {
                 fatalError("policy bytes do not read back: \(String(decoding: policy, as: UTF8.self))")
             }

@@ -1,4 +1,4 @@
-import CFSignCore
+@_spi(Fuzzing) import CFSignCore
 import FuzzSupport
 
 /// URL and resource checking, the wildcard matcher and the IPv4 parser on arbitrary text.
@@ -9,13 +9,13 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let parts = bytes.split(separator: 0, maxSplits: 1, omittingEmptySubsequences: false)
     let url = String(decoding: parts[0], as: UTF8.self)
     let resource = parts.count > 1 ? String(decoding: parts[1], as: UTF8.self) : url
-    if (try? URLRules.validateURL(url)) != nil {
+    if (try? FuzzingEntryPoints.validateURL(url)) != nil {
         // A valid URL always matches itself as a resource and "*".
-        precondition(Wildcard.matches(pattern: url, text: url))
-        precondition(Wildcard.matches(pattern: "*", text: url))
-        _ = try? URLRules.validateResource(resource, url: url)
+        precondition(FuzzingEntryPoints.wildcardMatches(pattern: url, text: url))
+        precondition(FuzzingEntryPoints.wildcardMatches(pattern: "*", text: url))
+        _ = try? FuzzingEntryPoints.validateResource(resource, url: url)
     }
-    _ = Wildcard.matches(pattern: resource, text: url)
+    _ = FuzzingEntryPoints.wildcardMatches(pattern: resource, text: url)
     if let range = try? IPv4Range(parsing: url) {
         precondition((try? IPv4Range(parsing: range.description)) == range)
     }

@@ -1,4 +1,4 @@
-import CFSignCore
+@_spi(Fuzzing) import CFSignCore
 import CFSignCrypto
 @_spi(Fuzzing) import CFSignWorker
 import FuzzSupport
@@ -36,14 +36,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let namespace = harness.configuration.namespace
     switch harness.answer(raw, now: now) {
     case .dead(let entry):
-        guard entry.isEmpty || (try? JSONReader.parse(entry)).map({ d in
+        guard entry.isEmpty || FuzzingEntryPoints.parseJSON(entry).map({ d in
             if case .string(let job)? = d[member: "job"] { return job.utf8.count <= ReplyEncoder.deadJobExcerpt * 3 } else { return false }
         }) == true else {
             fatalError("dead entry is not the contract's: \(String(decoding: entry, as: UTF8.self))")
         }
     case .reply(let replyTo, let payload):
         guard replyTo.utf8.starts(with: namespace.replyPrefix.utf8) else { fatalError("reply to \(replyTo), outside \(namespace.replyPrefix)") }
-        guard let reply = try? JSONReader.parse(payload), case .string? = reply[member: "id"], case .bool(let ok)? = reply[member: "ok"] else {
+        guard let reply = FuzzingEntryPoints.parseJSON(payload), case .string? = reply[member: "id"], case .bool(let ok)? = reply[member: "ok"] else {
             fatalError("reply is not the contract's: \(String(decoding: payload, as: UTF8.self))")
         }
         guard ok else { return 0 }
