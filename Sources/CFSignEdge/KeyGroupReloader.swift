@@ -36,7 +36,22 @@ public final class KeyGroupReloader: Service, Sendable {
 
     /// The first read, before the edge listens. Throws when Redis cannot be reached; a missing or
     /// broken group is logged and leaves no key trusted (every signed request is then refused).
-    public func loadInitial() throws(RedisError) {
+    ///
+    /// On a thread of its own, like the reloads: the Redis calls block, and a group's KMS keys are
+    /// loaded by waiting for a task that itself needs a cooperative thread (on a one-core host the
+    /// pool has one, and waiting on it would never end).
+    public func loadInitial() async throws(RedisError) {
+        let result: Result<Void, RedisError> = await withCheckedContinuation { continuation in
+            let thread = Thread { [self] in
+                continuation.resume(returning: Result { () throws(RedisError) in try self.loadInitialBlocking() })
+            }
+            thread.name = "cfsign-edge-keygroup-load"
+            thread.start()
+        }
+        try result.get()
+    }
+
+    private func loadInitialBlocking() throws(RedisError) {
         var route = RedisRoute(url: url)
         let connection = try route.connect(probe: ["GET", namespace.keyGroup], connectTimeout: 5, commandTimeout: 5)
         try check(connection)

@@ -133,7 +133,7 @@ struct Edge: AsyncParsableCommand {
             let url = try redis.redisURL
             let ns = try redis.ns
             let r = KeyGroupReloader(url: url, namespace: ns, keys: trusted, interval: keygroupPollInterval, logger: logger, kms: AWSKMSKeys())
-            do { try r.loadInitial() } catch {
+            do { try await r.loadInitial() } catch {
                 throw Terminal.fail(nil, "edge not started: cannot read the key group from Redis at \(url): \(RedisOptions.explain(error.message))")
             }
             reloader = r
