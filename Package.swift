@@ -52,6 +52,10 @@ let package = Package(
         // OTLP/HTTP only: the default traits would add gRPC (grpc-swift, HTTP/2) to every build.
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        // The worker's settings (ConfigReader over flags, CFSIGN_* variables, the key = value file
+        // and defaults). No traits: the default JSON trait parses JSON files, which cfsign does not
+        // read (its file format has its own small provider), and YAML would add Yams.
+        .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0", traits: []),
     ],
     targets: [
         .systemLibrary(
@@ -95,6 +99,7 @@ let package = Package(
             name: "CFSignWorker",
             dependencies: [
                 "CFSignSync", "CFSignCore", "CFSignCrypto", "CFSignRedis",
+                .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -155,7 +160,7 @@ let package = Package(
         .executableTarget(name: "cfsign-client-bench", dependencies: ["CFSignClient", "CFSignCore", "CFSignRedis"]),
         .testTarget(name: "CFSignCoreTests", dependencies: ["CFSignCore"]),
         .testTarget(name: "CFSignCryptoTests", dependencies: ["CFSignSync", "CFSignCore", "CFSignCrypto"]),
-        .testTarget(name: "CFSignWorkerTests", dependencies: ["CFSignCore", "CFSignRedis", "CFSignWorker"]),
+        .testTarget(name: "CFSignWorkerTests", dependencies: ["CFSignCore", "CFSignRedis", "CFSignWorker", .product(name: "Configuration", package: "swift-configuration")]),
         .testTarget(name: "CFSignEdgeTests", dependencies: ["CFSignEdge"]),
         .testTarget(name: "CFSignKMSTests", dependencies: ["CFSignKMS"]),
         // Real redis-server and cfsign worker processes for the Redis and worker tests.

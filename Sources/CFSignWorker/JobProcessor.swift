@@ -67,7 +67,8 @@ enum Step: Sendable {
 /// Turns raw jobs into outcomes: parse, validate, sign. No Redis here; CPU only.
 struct JobProcessor: Sendable {
     let namespace: Namespace
-    let signer: LinkSigner
+    /// `var`: the sign stage puts in the signing policy in use at each batch (it can change live).
+    var signer: LinkSigner
     let workerID: String
     let concurrency: Int
     let metrics: WorkerMetrics

@@ -21,8 +21,11 @@ final class Pipeline: Sendable {
     /// signs remotely (KMS) leave the lanes planned but unsigned and go to `remote`, which signs
     /// them in tasks and answers each as it completes; the stage goes on with the next batch.
     static func sign(_ pipeline: Pipeline, processor: JobProcessor, state: WorkerState, keyUnavailableAfter: Double, remote: RemoteSigning) {
+        var processor = processor
         while let batch = pipeline.toSign.take() {
             let group = state.keyGroup
+            let rules = state.signingRules
+            if rules != processor.signer.rules { processor.signer = LinkSigner(limits: processor.signer.limits, rules: rules) }
             let refusal = group == nil ? state.keyGroupRefusal.map { "version \($0.version.map(String.init) ?? "?"): \($0.reason)" } : nil
             var outcomes: [Outcome] = []
             var jobs: [[UInt8]] = []

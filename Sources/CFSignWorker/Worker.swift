@@ -32,10 +32,17 @@ public final class Worker: Service, Sendable {
         self.configuration = configuration
         self.kms = kms
         self.spans = JobSpans(tracer: tracer ?? InstrumentationSystem.tracer, namespace: configuration.namespace)
-        self.state = WorkerState(signatureCacheSize: configuration.signatureCacheSize)
+        self.state = WorkerState(signatureCacheSize: configuration.signatureCacheSize, rules: configuration.rules)
         var logger = logger
         logger[metadataKey: "worker"] = "\(configuration.workerID)"
         self.logger = logger
+    }
+
+    /// The signing policy for the jobs taken from now on (a batch being signed keeps the one it
+    /// started with). For `ConfigFileReloader`: the rest of the configuration is fixed at start.
+    public func updateSigningRules(_ rules: SigningRules) {
+        guard rules != state.signingRules else { return }
+        state.setSigningRules(rules)
     }
 
     public func run() async throws {

@@ -3,8 +3,10 @@ import CFSignCrypto
 import CFSignRedis
 import Foundation
 
-/// Every setting of a worker, validated. Built by `WorkerConfiguration.load` from (lowest to highest
-/// precedence) defaults, a config file, `CFSIGN_*` environment variables and command-line flags.
+/// Every setting of a worker, validated. Built by `WorkerConfiguration(reader:)` from a
+/// swift-configuration `ConfigReader` whose providers are (highest precedence first) command-line
+/// flags, `CFSIGN_*` environment variables and a config file, over the defaults below
+/// (`WorkerConfiguration.Providers`, or `load` in one call).
 ///
 /// The file format is `key = value` lines with `#` comments, on a line of their own or at the end
 /// of a setting (like redis.conf or an env file): every setting is one flat scalar, so nothing
@@ -221,49 +223,10 @@ extension WorkerConfiguration {
     public static var keys: [String] { settings.map(\.key) }
 
     /// Builds a configuration: defaults, then the file (if any), then the environment, then `overrides`
-    /// (flags, by setting key); then checks the settings against each other.
+    /// (flags, by setting key); then checks the settings against each other. A `ConfigReader`
+    /// over `Providers` does the precedence; see `WorkerConfigurationProviders.swift`.
     public static func load(file: String?, environment: [String: String], overrides: [(key: String, value: String)]) throws(ConfigurationError) -> WorkerConfiguration {
-        var config = WorkerConfiguration()
-        if let file {
-            let text: String
-            var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), isDirectory.boolValue {
-                throw ConfigurationError("cannot read config file \(file): it is a directory; give the file (key = value lines)")
-            }
-            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
-                throw ConfigurationError("cannot read config file \(file): \(error.localizedDescription)")
-            }
-            for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                let trimmed = line.trimmingCharacters(in: .whitespaces)
-                if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
-                guard let eq = trimmed.firstIndex(of: "=") else {
-                    throw ConfigurationError("\(file) line \(number + 1): expected `key = value`, got \"\(trimmed)\"")
-                }
-                let key = trimmed[..<eq].trimmingCharacters(in: .whitespaces)
-                let source = "\(file) line \(number + 1)"
-                let value = try Self.value(of: trimmed[trimmed.index(after: eq)...], source: source)
-                guard keys.contains(key) else {
-                    config.warnings.append(unknownKey(key, source: source))
-                    continue
-                }
-                try apply(&config, key: key, value: value, source: source)
-            }
-        }
-        for setting in settings {
-            let name = environmentName(setting.key)
-            if let value = environment[name] {
-                try apply(&config, key: setting.key, value: value, source: "environment variable \(name)")
-            }
-        }
-        let settingNames = Set(keys.map(environmentName))
-        for name in environment.keys.sorted() where name.hasPrefix("CFSIGN_") && !settingNames.contains(name) && !notSettings.contains(name) {
-            config.warnings.append(unknownKey(String(name.dropFirst("CFSIGN_".count)).lowercased(), source: "environment variable \(name)"))
-        }
-        for (key, value) in overrides {
-            try apply(&config, key: key, value: value, source: "flag --\(key.replacingOccurrences(of: "_", with: "-"))")
-        }
-        try config.validate()
-        return config
+        try Providers(file: file, environment: environment, flags: overrides).configuration()
     }
 
     /// The value part of a `key = value` line: a `#` after whitespace starts a comment (so a

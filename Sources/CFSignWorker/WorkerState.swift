@@ -29,8 +29,16 @@ final class WorkerState: Sendable {
     /// Signatures by (group version, key, digest, policy); nil when `signature_cache_size` is 0.
     let cache: SignatureCache?
 
-    init(signatureCacheSize: Int) {
+    /// The signing policy in use: set from the configuration at start and again when the config
+    /// file changes it (`ConfigFileReloader`); read once per batch, like the key group.
+    private let rules: Locked<SigningRules>
+
+    var signingRules: SigningRules { rules.withLock { $0 } }
+    func setSigningRules(_ new: SigningRules) { rules.withLock { $0 = new } }
+
+    init(signatureCacheSize: Int, rules: SigningRules = SigningRules()) {
         cache = signatureCacheSize > 0 ? SignatureCache(capacity: signatureCacheSize) : nil
+        self.rules = Locked(rules)
     }
     /// This worker's clock minus Redis's, in milliseconds, from the last heartbeat.
     let clockSkewMilliseconds = Atomic<Int>(0)

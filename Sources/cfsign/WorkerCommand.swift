@@ -5,6 +5,7 @@ import Logging
 import CFSignHTTP
 import Metrics
 import Prometheus
+import Synchronization
 import ServiceLifecycle
 import Tracing
 import CFSignKMS
@@ -85,13 +86,17 @@ struct Worker: AsyncParsableCommand {
         if let httpMaxConnections { overrides.append(("http_max_connections", String(httpMaxConnections))) }
         if let httpIdleTimeout { overrides.append(("http_idle_timeout", httpIdleTimeout)) }
         if let httpHeaderTimeout { overrides.append(("http_header_timeout", httpHeaderTimeout)) }
+        // The parsed flags are the top provider of one ConfigReader, over CFSIGN_* and the file.
+        let providers: WorkerConfiguration.Providers
         let configuration: WorkerConfiguration
         do {
-            configuration = try WorkerConfiguration.load(file: config, environment: ProcessInfo.processInfo.environment, overrides: overrides)
+            providers = try WorkerConfiguration.Providers(file: config, environment: ProcessInfo.processInfo.environment, flags: overrides)
+            configuration = try providers.configuration()
         } catch {
             throw Terminal.fail(nil, "worker not started: \(error.message)")
         }
-        Logging.bootstrapStderr(level: Logger.Level(rawValue: configuration.logLevel) ?? .info)
+        let level = LiveLogLevel(Logger.Level(rawValue: configuration.logLevel) ?? .info)
+        Logging.bootstrapStderr(level: level)
         let logger = Logger(label: "cfsign.worker")
         for warning in configuration.warnings { logger.warning("\(warning)") }
         let registry = PrometheusCollectorRegistry()
@@ -118,6 +123,13 @@ struct Worker: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = traces.map {
             [.init(service: $0.service, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore)]
         } ?? []
+        // The live settings (log level, signing policy) follow the config file while the worker runs.
+        if let reloader = ConfigFileReloader(providers: providers, logger: logger, apply: { [worker] new in
+            level.set(Logger.Level(rawValue: new.logLevel) ?? .info)
+            worker.updateSigningRules(new.rules)
+        }) {
+            services.append(.init(service: reloader, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+        }
         if let address = configuration.httpAddress, let (host, port) = HTTPServer.parseAddress(address) {
             do {
                 let http = try await HTTPServer.start(host: host, port: port, limits: limits, logger: logger) { request in
@@ -199,5 +211,59 @@ enum Logging {
             handler.logLevel = level
             return handler
         }
+    }
+
+    /// The same, with a level that can change while the process runs (the worker's `log_level`
+    /// follows its config file): every logger made from the bootstrap reads `level`.
+    static func bootstrapStderr(level: LiveLogLevel) {
+        LoggingSystem.bootstrap { label in
+            LiveLevelLogHandler(upstream: StreamLogHandler.standardError(label: label), live: level)
+        }
+    }
+}
+
+/// One log level for the whole process that can be changed at run time. An atomic, not a lock:
+/// every log call reads it, the filtered-out debug ones on the signing lanes too.
+final class LiveLogLevel: Sendable {
+    private static let levels = Logger.Level.allCases
+    private let index: Atomic<Int>
+    init(_ level: Logger.Level) { index = Atomic(Self.levels.firstIndex(of: level) ?? 2) }
+    var current: Logger.Level { Self.levels[index.load(ordering: .relaxed)] }
+    func set(_ new: Logger.Level) { index.store(Self.levels.firstIndex(of: new) ?? 2, ordering: .relaxed) }
+}
+
+/// A `LogHandler` whose level is the process's `LiveLogLevel`, unless this logger set its own.
+struct LiveLevelLogHandler: LogHandler {
+    var upstream: StreamLogHandler
+    let live: LiveLogLevel
+    private var own: Logger.Level?
+
+    init(upstream: StreamLogHandler, live: LiveLogLevel) {
+        self.upstream = upstream
+        self.live = live
+    }
+
+    var logLevel: Logger.Level {
+        get { own ?? live.current }
+        set { own = newValue }
+    }
+
+    var metadata: Logger.Metadata {
+        get { upstream.metadata }
+        set { upstream.metadata = newValue }
+    }
+
+    var metadataProvider: Logger.MetadataProvider? {
+        get { upstream.metadataProvider }
+        set { upstream.metadataProvider = newValue }
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { upstream[metadataKey: key] }
+        set { upstream[metadataKey: key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        upstream.log(event: event)
     }
 }
