@@ -133,6 +133,8 @@ extension WorkerConfiguration {
     /// The environment variable for a key: `CFSIGN_` + upper-case key.
     public static func environmentName(_ key: String) -> String { "CFSIGN_" + key.uppercased() }
 
+    /// The one settings table. Each key also needs its flag in `Worker.settingFlags`
+    /// (Sources/cfsign/WorkerCommand.swift); Tests/system/test_worker_config.py fails without it.
     static let settings: [Setting] = [
         Setting(key: "redis") { c, v throws(ConfigurationError) in
             do throws(RedisError) { c.redis = try RedisURL(parsing: v) } catch { throw ConfigurationError(error.message) }

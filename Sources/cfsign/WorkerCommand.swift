@@ -72,20 +72,123 @@ struct Worker: AsyncParsableCommand {
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. Default info.", valueName: "level"))
     var logLevel: String?
 
+    @Option(help: ArgumentHelp("How long a reply list lives after its last reply (a duration). Default 300.", valueName: "duration"))
+    var replyTtl: String?
+
+    @Option(help: ArgumentHelp("{NS}:dead is trimmed to this many entries. Default 10000.", valueName: "n"))
+    var deadListLength: String?
+
+    @Option(help: ArgumentHelp("Seconds between heartbeats. Default 2.", valueName: "seconds"))
+    var heartbeatInterval: String?
+
+    @Option(help: ArgumentHelp("Seconds a heartbeat lives (> interval, <= 3 x interval). Default 6.", valueName: "seconds"))
+    var heartbeatTtl: String?
+
+    @Option(help: ArgumentHelp("Seconds between re-reads of {NS}:keygroup. Default 5.", valueName: "seconds"))
+    var keygroupPollInterval: String?
+
+    @Option(help: ArgumentHelp("Seconds a blocking pop waits (<= half of --command-timeout). Default 2.", valueName: "seconds"))
+    var blockTimeout: String?
+
+    @Option(help: ArgumentHelp("Seconds any Redis reply may take. Default 10.", valueName: "seconds"))
+    var commandTimeout: String?
+
+    @Option(help: ArgumentHelp("Seconds to connect to Redis. Default 5.", valueName: "seconds"))
+    var connectTimeout: String?
+
+    @Option(help: ArgumentHelp("Digest for jobs that name none: SHA1 or SHA256. Default SHA1.", valueName: "hash"))
+    var defaultHash: String?
+
+    @Flag(help: "Accept key files readable or writable by group or others (mode & 077). Off unless given.")
+    var allowGroupReadableKeys = false
+
+    @Option(help: ArgumentHelp("Seconds a job whose HSM or KMS key does not sign is retried before key_unavailable. Default 30.", valueName: "seconds"))
+    var keyUnavailableAfter: String?
+
+    @Option(help: ArgumentHelp("Seconds one AWS KMS or STS call may take. Default 2.", valueName: "seconds"))
+    var kmsCallTimeout: String?
+
+    @Option(help: ArgumentHelp("KMS Sign calls out at once. Default 64.", valueName: "n"))
+    var kmsMaxInFlight: String?
+
+    @Option(name: .customLong("pkcs11-modules"), help: ArgumentHelp("PKCS#11 modules a key's module-path may name (absolute paths, comma-separated). Default: any.", valueName: "paths"))
+    var pkcs11Modules: String?
+
+    @Option(help: ArgumentHelp("Seconds this clock may differ from Redis's TIME before a warning. Default 1.", valueName: "seconds"))
+    var clockSkewThreshold: String?
+
+    @Option(help: ArgumentHelp("Signatures kept in memory; 0 turns the cache off. Default 4096.", valueName: "n"))
+    var signatureCacheSize: String?
+
+    @Option(help: ArgumentHelp("Round expires_in expiries up to this (a duration; 0 off). Default 0.", valueName: "duration"))
+    var expiryRounding: String?
+
+    @Option(help: ArgumentHelp("Hosts a link may point at, comma-separated. Default: any.", valueName: "hosts"))
+    var allowedHosts: String?
+
+    @Option(help: ArgumentHelp("URL path prefixes a link may point under, comma-separated. Default: any.", valueName: "prefixes"))
+    var allowedPathPrefixes: String?
+
+    @Option(help: ArgumentHelp("Shorter lifetimes under prefixes: /prefix=duration, comma-separated. Default: none.", valueName: "list"))
+    var prefixMaxLifetimes: String?
+
+    @Option(help: ArgumentHelp("Wildcards in resource: any, within-prefix or none. Default any.", valueName: "mode"))
+    var resourceWildcards: String?
+
+    @Option(help: ArgumentHelp("Audit trail of signed and refused jobs: off, stream or log. Default off.", valueName: "mode"))
+    var audit: String?
+
+    @Option(help: ArgumentHelp("The audit stream is trimmed to about this many entries. Default 100000.", valueName: "n"))
+    var auditStreamLength: String?
+
+    @Option(help: ArgumentHelp("Recoveries of one job from dead workers before it goes to {NS}:dead as poison_job. Default 3.", valueName: "n"))
+    var maxRecoveries: String?
+
+    /// Every setting's flag, by setting key: the one list the flags provider is fed from. A
+    /// setting of `WorkerConfiguration`'s table without an entry here fails
+    /// Tests/system/test_worker_config.py (`--help` must show `--` + key with `_` as `-`).
+    /// A Bool flag gives "true" when set; an option gives its text, checked like every source.
+    static let settingFlags: [(key: String, value: @Sendable (Worker) -> String?)] = [
+        ("redis", { $0.redis }),
+        ("namespace", { $0.namespace }),
+        ("concurrency", { $0.concurrency.map(String.init) }),
+        ("batch_size", { $0.batchSize.map(String.init) }),
+        ("max_lifetime", { $0.maxLifetime }),
+        ("worker_id", { $0.workerId }),
+        ("allow_inline_keys", { $0.allowInlineKeys ? "true" : nil }),
+        ("log_level", { $0.logLevel }),
+        ("http_address", { $0.httpAddress }),
+        ("http_max_connections", { $0.httpMaxConnections.map(String.init) }),
+        ("http_idle_timeout", { $0.httpIdleTimeout }),
+        ("http_header_timeout", { $0.httpHeaderTimeout }),
+        ("reply_ttl", { $0.replyTtl }),
+        ("dead_list_length", { $0.deadListLength }),
+        ("heartbeat_interval", { $0.heartbeatInterval }),
+        ("heartbeat_ttl", { $0.heartbeatTtl }),
+        ("keygroup_poll_interval", { $0.keygroupPollInterval }),
+        ("block_timeout", { $0.blockTimeout }),
+        ("command_timeout", { $0.commandTimeout }),
+        ("connect_timeout", { $0.connectTimeout }),
+        ("default_hash", { $0.defaultHash }),
+        ("allow_group_readable_keys", { $0.allowGroupReadableKeys ? "true" : nil }),
+        ("key_unavailable_after", { $0.keyUnavailableAfter }),
+        ("kms_call_timeout", { $0.kmsCallTimeout }),
+        ("kms_max_in_flight", { $0.kmsMaxInFlight }),
+        ("pkcs11_modules", { $0.pkcs11Modules }),
+        ("clock_skew_threshold", { $0.clockSkewThreshold }),
+        ("signature_cache_size", { $0.signatureCacheSize }),
+        ("expiry_rounding", { $0.expiryRounding }),
+        ("allowed_hosts", { $0.allowedHosts }),
+        ("allowed_path_prefixes", { $0.allowedPathPrefixes }),
+        ("prefix_max_lifetimes", { $0.prefixMaxLifetimes }),
+        ("resource_wildcards", { $0.resourceWildcards }),
+        ("audit", { $0.audit }),
+        ("audit_stream_length", { $0.auditStreamLength }),
+        ("max_recoveries", { $0.maxRecoveries }),
+    ]
+
     func run() async throws {
-        var overrides: [(key: String, value: String)] = []
-        if let redis { overrides.append(("redis", redis)) }
-        if let namespace { overrides.append(("namespace", namespace)) }
-        if let concurrency { overrides.append(("concurrency", String(concurrency))) }
-        if let batchSize { overrides.append(("batch_size", String(batchSize))) }
-        if let maxLifetime { overrides.append(("max_lifetime", maxLifetime)) }
-        if let workerId { overrides.append(("worker_id", workerId)) }
-        if allowInlineKeys { overrides.append(("allow_inline_keys", "true")) }
-        if let logLevel { overrides.append(("log_level", logLevel)) }
-        if let httpAddress { overrides.append(("http_address", httpAddress)) }
-        if let httpMaxConnections { overrides.append(("http_max_connections", String(httpMaxConnections))) }
-        if let httpIdleTimeout { overrides.append(("http_idle_timeout", httpIdleTimeout)) }
-        if let httpHeaderTimeout { overrides.append(("http_header_timeout", httpHeaderTimeout)) }
+        let overrides = Self.settingFlags.compactMap { flag in flag.value(self).map { (key: flag.key, value: $0) } }
         // The parsed flags are the top provider of one ConfigReader, over CFSIGN_* and the file.
         let providers: WorkerConfiguration.Providers
         let configuration: WorkerConfiguration

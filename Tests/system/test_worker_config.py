@@ -19,6 +19,8 @@ CASES = [
     ("http_max_connections_zero", ["--http-max-connections", "0"], {}, None, "http_max_connections"),
     ("http_idle_timeout_negative", [], {"CFSIGN_HTTP_IDLE_TIMEOUT": "-1"}, None, "CFSIGN_HTTP_IDLE_TIMEOUT"),
     ("http_header_timeout_not_a_number", [], {}, "http_header_timeout = soon\n", "http_header_timeout"),
+    # A setting that has only had a flag since every setting got one: named as the flag.
+    ("reply_ttl_flag_not_a_duration", ["--reply-ttl", "x"], {}, None, "flag --reply-ttl"),
 ]
 
 
@@ -39,6 +41,40 @@ def test_bad_setting_exits_non_zero_at_once_naming_the_setting(cfsign_bin, tmp_p
     assert done.returncode != 0, stderr
     assert named in stderr, stderr
     assert done.stdout == b""
+
+
+def test_every_setting_of_the_table_has_a_flag(cfsign_bin):
+    # The settings table's keys as `--help` lists them (WorkerConfiguration.keys), against the
+    # flags swift-argument-parser shows: a new setting without a flag fails here.
+    done = subprocess.run([str(cfsign_bin), "worker", "--help"], env=clean_environment({}), capture_output=True, timeout=15)
+    assert done.returncode == 0, done.stderr
+    help_text = done.stdout.decode()
+    text = " ".join(help_text.split())
+    listed = re.search(r"Settings \(file key / CFSIGN_ variable\): (.*?)\. See", text)
+    assert listed, text
+    keys = [k.strip() for k in listed.group(1).split(",")]
+    assert len(keys) >= 36, keys
+    # Only where an option's own entry starts, not a mention in another one's help.
+    flags = set(re.findall(r"^ +(?:-\w, )?--([a-z0-9-]+)", help_text, re.M))
+    missing = [k for k in keys if k.replace("_", "-") not in flags]
+    assert not missing, f"settings without a flag: {missing}"
+
+
+def test_a_flag_beats_the_environment_and_the_config_file(cfsign_bin, tmp_path):
+    # command_timeout 1 from the file and the environment would make the default block_timeout (2)
+    # too long; the flag's 3 wins over both, and the cross-setting check names the flag's value.
+    path = tmp_path / "worker.conf"
+    path.write_text("command_timeout = 1\n")
+    command = [str(cfsign_bin), "worker", "--redis", f"redis://127.0.0.1:{free_port()}", "--config", str(path), "--command-timeout", "3"]
+    done = subprocess.run(command, env=clean_environment({"CFSIGN_COMMAND_TIMEOUT": "1"}), capture_output=True, stdin=subprocess.DEVNULL, timeout=15)
+    stderr = done.stderr.decode(errors="replace")
+    assert done.returncode != 0, stderr
+    assert "command_timeout (3.0)" in stderr, stderr
+
+
+def test_an_unknown_flag_is_a_usage_error_exit_64(cfsign_bin):
+    done = subprocess.run([str(cfsign_bin), "worker", "--bogus"], env=clean_environment({}), capture_output=True, stdin=subprocess.DEVNULL, timeout=15)
+    assert done.returncode == 64, done.stderr
 
 
 def test_worker_runs_with_no_config_file_and_default_settings(redis_server, workers):
