@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -629,6 +629,8 @@ class ReceivedSpan:
     status_code: int
     status_message: str
     resource: dict[str, Any]
+    # Each event's attributes, in the order of `events`.
+    event_attributes: list[dict[str, Any]] = field(default_factory=list)
 
 
 class OTLPReceiver:
@@ -693,7 +695,8 @@ class OTLPReceiver:
                         name=s.name, kind=s.kind, start_ns=s.start_time_unix_nano, end_ns=s.end_time_unix_nano,
                         attributes={a.key: OTLPReceiver._value(a.value) for a in s.attributes},
                         events=[(e.name, e.time_unix_nano) for e in s.events],
-                        status_code=s.status.code, status_message=s.status.message, resource=resource))
+                        status_code=s.status.code, status_message=s.status.message, resource=resource,
+                        event_attributes=[{a.key: OTLPReceiver._value(a.value) for a in e.attributes} for e in s.events]))
         return spans
 
     def env(self, **extra: str) -> dict[str, str]:

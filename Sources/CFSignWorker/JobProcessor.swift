@@ -56,6 +56,9 @@ struct RemoteJob: Sendable {
     let job: Job
     let key: any RemoteSigningKey
     let pending: LinkSigner.PendingLink
+    /// The job's record so far (parse, key, when signing began); `finish` notes when the holder
+    /// answered, so the span covers the KMS round trip. nil when not tracing.
+    var trace: JobTrace? = nil
 }
 
 /// What a job became on a signing lane: its outcome, or a remote signature still to get.
@@ -95,7 +98,15 @@ struct JobProcessor: Sendable {
         let start = DispatchTime.now().uptimeNanoseconds
         var trace: JobTrace? = tracing ? JobTrace() : nil
         let step = outcome(raw, group: group, refusal: refusal, now: now, deferRemote: deferRemote, trace: &trace)
-        guard case .done(var outcome) = step else { return step }
+        var outcome: Outcome
+        switch step {
+        case .done(let done): outcome = done
+        case .remote(var remote):
+            // Not signed yet: the signature comes from the holder in a task, and `finish` says when.
+            trace?.signEnd = nil
+            remote.trace = trace
+            return .remote(remote)
+        }
         metrics.signDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
         outcome.trace = trace
         if auditing { outcome.audit = auditRecord(raw, outcome: outcome, group: group) }
@@ -105,6 +116,8 @@ struct JobProcessor: Sendable {
     /// The outcome of a remote job once its holder signed (or failed); `started` is from `DispatchTime`.
     func finish(_ remote: RemoteJob, _ result: Result<[UInt8], SigningError>, group: SigningKeyGroup?, started: UInt64) -> Outcome {
         let job = remote.job
+        var trace = remote.trace
+        trace?.signEnd = DefaultTracerClock.now
         let payload: [UInt8]
         var error: ErrorCode? = nil
         switch result {
@@ -115,6 +128,7 @@ struct JobProcessor: Sendable {
             error = e.code
         }
         var outcome = Outcome(raw: remote.raw, kind: .reply(replyTo: job.replyTo, payload: payload), error: error, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds)
+        outcome.trace = trace
         metrics.signDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
         if auditing { outcome.audit = auditRecord(remote.raw, outcome: outcome, group: group) }
         return outcome
@@ -168,6 +182,7 @@ struct JobProcessor: Sendable {
                     trace?.keyID = keyID
                     trace?.keyLocation = key.location.kind
                     trace?.keyAlgorithm = key.type.rawValue
+                    trace?.hash = (job.request.hash ?? (key.signableHashes.contains(signer.limits.defaultHash) ? signer.limits.defaultHash : .sha256)).rawValue
                 }
                 let link: SignedLink
                 if deferRemote, let remote = key.remote {
@@ -178,7 +193,6 @@ struct JobProcessor: Sendable {
                 } else {
                     link = try signer.sign(job.request, key: key, keyID: keyID, now: now, cache: cache, cacheScope: group.version)
                 }
-                trace?.hash = (job.request.hash ?? (key.signableHashes.contains(signer.limits.defaultHash) ? signer.limits.defaultHash : .sha256)).rawValue
                 return .done(Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.success(id: job.id, link: link)), error: nil, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds))
             } catch {
                 return .done(Outcome(raw: raw, kind: .reply(replyTo: job.replyTo, payload: ReplyEncoder.failure(id: job.id, error: error)), error: error.code, enqueuedAtMilliseconds: job.enqueuedAtMilliseconds))

@@ -25,8 +25,26 @@ struct JobTrace: Sendable {
     var keyLocation: String?
     var keyAlgorithm: String?
     var hash: String?
+    /// When each retry of a job whose key's holder did not sign (`key_unavailable`) began, in
+    /// order: the job keeps one span from its first try to its reply, the retries are its events.
+    var retries: [DefaultTracerClock.Instant] = []
 
     init(now: DefaultTracerClock.Instant = DefaultTracerClock.now) { parseStart = now }
+
+    /// This try's record as a retry of the same job's `earlier` tries (HSM or KMS retries): the
+    /// span starts where the first try started and "parsed" stays the first try's, so the span
+    /// covers the whole wait for the key's holder instead of the last try only; this try's start
+    /// becomes a retry event; the key, hash and "signed" are this try's (a rotation may have
+    /// moved the job to another key).
+    func continuing(_ earlier: JobTrace?) -> JobTrace {
+        guard let earlier else { return self }
+        var t = self
+        t.retries = earlier.retries + [parseStart]
+        t.parseStart = earlier.parseStart
+        if let first = earlier.signStart { t.signStart = first }
+        if t.context == nil { t.context = earlier.context }
+        return t
+    }
 }
 
 /// Makes each answered job's span on a tracer (the process's `InstrumentationSystem.tracer`,
@@ -83,6 +101,7 @@ final class JobSpans: Sendable {
             if let location = trace.keyLocation { a["cfsign.key.location"] = location }
             if let algorithm = trace.keyAlgorithm { a["cfsign.key.algorithm"] = algorithm }
             if let hash = trace.hash { a["cfsign.hash"] = hash }
+            if !trace.retries.isEmpty { a["cfsign.retries"] = trace.retries.count }
             let outcome: String
             switch o.kind {
             case .reply: outcome = o.error == nil ? "ok" : "error"
@@ -96,6 +115,13 @@ final class JobSpans: Sendable {
         }
         if let signStart = trace.signStart {
             span.addEvent(SpanEvent(name: "parsed", at: signStart))
+            // Each retry after the key's holder did not sign; `cfsign.attempt` counts from 1 (the first try).
+            for (n, at) in trace.retries.enumerated() {
+                var attributes = SpanAttributes()
+                attributes["cfsign.attempt"] = n + 2
+                attributes["error.type"] = ErrorCode.keyUnavailable.rawValue
+                span.addEvent(SpanEvent(name: "retry", at: at, attributes: attributes))
+            }
             if let signEnd = trace.signEnd { span.addEvent(SpanEvent(name: "signed", at: signEnd)) }
         }
         span.addEvent(SpanEvent(name: "reply pushed", at: end))
@@ -110,6 +136,12 @@ struct DictionaryExtractor: Extractor {
 }
 
 extension KeyLocation {
-    /// The kind of holder, for a span: "memory", "pkcs11", ... never a URI or an ARN.
-    var kind: String { String(description.prefix { $0 != " " }) }
+    /// The kind of holder, for a span: "memory", "pkcs11" or "kms"; never a URI or an ARN.
+    var kind: String {
+        switch self {
+        case .memory: return "memory"
+        case .pkcs11: return "pkcs11"
+        case .awsKMS: return "kms"
+        }
+    }
 }

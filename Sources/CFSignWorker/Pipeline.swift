@@ -68,7 +68,12 @@ final class Pipeline: Sendable {
             delay = min(delay * 2, 1)
             let group = state.keyGroup
             let retried = processor.process(batch: pending.map { jobs[$0] }, group: group)
-            for (n, i) in pending.enumerated() { outcomes[i] = retried[n] }
+            for (n, i) in pending.enumerated() {
+                // One span per job across its tries (see `JobTrace.continuing`).
+                var again = retried[n]
+                again.trace = again.trace?.continuing(outcomes[i].trace)
+                outcomes[i] = again
+            }
             pending = pending.filter { outcomes[$0].error == .keyUnavailable }
         }
         if pending.isEmpty { state.setKeyUnavailable(nil) }

@@ -111,9 +111,15 @@ final class RemoteSigning: Sendable {
             try? await Task.sleep(nanoseconds: UInt64(wait * 1e9))
             delay = min(delay * 2, 1)
             group = state.keyGroup
+            // Each try is parsed afresh; its record continues the first try's, so the job keeps
+            // one span from its first try to its reply, the retries as its events.
             switch processor.step(job.raw, group: group, now: Int64(Date().timeIntervalSince1970), deferRemote: true) {
-            case .done(let outcome): return outcome  // rotated to a key that signs in process, or refused now
-            case .remote(let again): job = again
+            case .done(var outcome):  // rotated to a key that signs in process, or refused now
+                outcome.trace = outcome.trace?.continuing(job.trace)
+                return outcome
+            case .remote(var again):
+                again.trace = again.trace?.continuing(job.trace)
+                job = again
             }
         }
     }

@@ -59,6 +59,23 @@ enum TraceExport {
         #endif
     }
 
+    /// The traces endpoint as the worker logs it at start: the traces URL when set, else the base.
+    static func loggedEndpoint(_ environment: [String: String]) -> String {
+        let traces = environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] ?? ""
+        return withoutUserinfo(traces.isEmpty ? environment["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "" : traces)
+    }
+
+    /// `url` with its userinfo (`user:password@`, which a hosted collector's URL may carry) replaced
+    /// by `***@`: a password must never reach a log. Only the authority is looked at (an `@` in
+    /// the path or query is left alone); text without `scheme://` is taken to start with one.
+    static func withoutUserinfo(_ url: String) -> String {
+        let authorityStart = url.range(of: "://")?.upperBound ?? url.startIndex
+        let rest = url[authorityStart...]
+        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
+        return String(url[..<authorityStart]) + "***@" + String(url[url.index(after: at)...])
+    }
+
     struct ConfigurationFailure: Error {
         let message: String
         init(_ message: String) { self.message = message }
@@ -105,7 +122,24 @@ struct SpanExportDiagnostics: LogHandler {
             }
             return
         }
-        if level >= .warning { logger.log(level: level, "trace export: \(message)", metadata: all) }
+        if level >= .warning { logger.log(level: level, "trace export: \(message)", metadata: Self.redacted(all)) }
+    }
+
+    /// swift-otel's warnings about the environment carry the variable's value: no header value (an
+    /// API key) and no URL's userinfo reaches the worker's log.
+    private static func redacted(_ metadata: Logger.Metadata) -> Logger.Metadata {
+        let headers = "\(metadata["environment_key"] ?? "")".contains("HEADERS")
+        var m: Logger.Metadata = [:]
+        for (key, value) in metadata {
+            if headers, ["environment_value", "previous_value", "new_value"].contains(key) {
+                m[key] = "<redacted>"
+            } else if case .string(let text) = value {
+                m[key] = .string(TraceExport.withoutUserinfo(text))
+            } else {
+                m[key] = value
+            }
+        }
+        return m
     }
 
     private static func integer(_ value: Logger.Metadata.Value?) -> Int? { value.flatMap { Int("\($0)") } }

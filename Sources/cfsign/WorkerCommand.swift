@@ -216,7 +216,7 @@ struct Worker: AsyncParsableCommand {
         if let traces {
             // Also for anything else in this process that injects or extracts trace context.
             InstrumentationSystem.bootstrap(traces.tracer)
-            logger.notice("exporting traces over OTLP/HTTP", metadata: ["endpoint": "\(ProcessInfo.processInfo.environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] ?? ProcessInfo.processInfo.environment["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "")"])
+            logger.notice("exporting traces over OTLP/HTTP", metadata: ["endpoint": "\(TraceExport.loggedEndpoint(ProcessInfo.processInfo.environment))"])
         }
         let worker = CFSignWorker.Worker(configuration: configuration, logger: logger, tracer: traces?.tracer, kms: AWSKMSKeys())
         // The trace exporter first, then the HTTP endpoint: the group stops services in reverse

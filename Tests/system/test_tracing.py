@@ -4,7 +4,10 @@ OTLPReceiver decodes each ExportTraceServiceRequest with opentelemetry-proto).
 A job's span is a child of its `traceparent` (a root without one), carries the messaging
 attributes, the queue wait, the key's id, algorithm and holder, and the error code of a refused
 job; replies never carry trace context back, and no span holds a signature, a policy, a URL or
-key material. A dead collector costs jobs nothing: spans are dropped and counted.
+key material. A dead collector costs jobs nothing: spans are dropped and counted. A job signed by
+a KMS key (real moto_server) gets the same span, its signing covering the KMS round trip; a job
+held for an unavailable key (KMS stopped, a SoftHSM token removed) keeps one span from its first
+try to its reply, its retries as events.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import base64
 import json
 import os
 import secrets
+import shutil
+import signal
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,6 +25,13 @@ import pytest
 
 from .cfsign_system import OMIT, collect, job, push, store_keygroup, wait_until
 from cfsign_support import closed_port, metric_value
+# The KMS and HSM suites' own helpers (moto_server with real KMS keys, a SoftHSM token), shared.
+from .test_kms import create_key, group, start_moto, stop_moto
+from .test_pkcs11 import MODULE as SOFTHSM_MODULE, token, token_folder  # noqa: F401 (`token` is a fixture)
+
+needs_moto = pytest.mark.skipif(shutil.which("moto_server") is None, reason="moto_server is not installed (scripts/setup)")
+needs_softhsm = pytest.mark.skipif(not (os.path.exists(SOFTHSM_MODULE) and shutil.which("softhsm2-util")),
+                                   reason="softhsm2 is not installed (scripts/setup installs it)")
 
 DEADLINE = 20
 SPAN_KIND_CONSUMER = 5
@@ -189,3 +201,182 @@ def test_the_producer_examples_pass_traceparent_by_hand(example, workers, redis_
     assert out.returncode == 0, out.stderr
     [span] = otlp_receiver.wait_for(lambda s: s.trace_id == trace_id, what=f"the span of {example}'s job")
     assert span.parent_span_id == parent_id
+
+
+# --- keys held elsewhere: KMS (moto_server) and an HSM (SoftHSM) ----------------------------------
+
+KMS_KEY_ID = "KKMSRSA0000001"
+
+
+def start_kms_traced(workers, redis_server, ns, moto, key, tmp_path, otlp_receiver, **settings):
+    """A worker signing with `key` (KMS, in moto) as its only key, exporting to the receiver."""
+    redis_server.client().set(f"{{{ns}}}:keygroup", group([{"id": KMS_KEY_ID, "private_key_uri": key.uri}], KMS_KEY_ID))
+    worker = workers.start(redis_server, ns, env={**moto.env(tmp_path, **settings), **otlp_receiver.env()})
+    if "built without trace export" in worker.log():
+        pytest.skip("this cfsign was built without the OTLPExport trait")
+    return worker
+
+
+def event_times(span) -> dict[str, int]:
+    return {name: t for name, t in span.events}
+
+
+def retry_events(span) -> list[tuple[int, dict]]:
+    return [(t, attrs) for (name, t), attrs in zip(span.events, span.event_attributes) if name == "retry"]
+
+
+def only_span_of(otlp_receiver, trace_id: str, what: str):
+    """The one span of `trace_id`, once the receiver has it, after a further export interval in
+    which no second span of that trace may arrive (one span per job, not one per try)."""
+    otlp_receiver.wait_for(lambda s: s.trace_id == trace_id, what=what)
+    time.sleep(0.5)  # five times the test batch delay (OTEL_BSP_SCHEDULE_DELAY=100)
+    spans = [s for s in otlp_receiver.received() if s.trace_id == trace_id]
+    assert len(spans) == 1, [(s.name, s.events) for s in spans]
+    return spans[0]
+
+
+@needs_moto
+def test_a_kms_signed_job_gets_the_same_span_with_the_kms_round_trip_inside_signing(
+        workers, redis_server, ns, otlp_receiver, tmp_path):
+    m = start_moto(tmp_path)
+    try:
+        key = create_key(m, "RSA_2048")
+        start_kms_traced(workers, redis_server, ns, m, key, tmp_path, otlp_receiver,
+                         CFSIGN_KMS_CALL_TIMEOUT="20", CFSIGN_KEY_UNAVAILABLE_AFTER="60")
+        r = redis_server.client()
+        parent, trace_id, parent_id = traceparent()
+        push(r, ns, [job(ns, "kms-1", reply="kms", traceparent=parent)])
+        [reply] = collect(r, reply_key(ns, "kms"), 1, DEADLINE)
+        assert reply["ok"] is True, reply
+        span = only_span_of(otlp_receiver, trace_id, "the KMS job's span")
+        assert span.parent_span_id == parent_id and span.kind == SPAN_KIND_CONSUMER
+        a = span.attributes
+        assert (a["cfsign.key.id"], a["cfsign.key.location"], a["cfsign.key.algorithm"]) == (KMS_KEY_ID, "kms", "RSA-2048")
+        assert a["cfsign.hash"] == "SHA256" and a["cfsign.outcome"] == "ok" and "cfsign.retries" not in a
+        assert [name for name, _ in span.events] == ["parsed", "signed", "reply pushed"], span.events
+        times = [span.start_ns] + [t for _, t in span.events] + [span.end_ns]
+        assert times == sorted(times), times
+
+        # KMS stopped for a second while the next job is signed: that second is inside parsed → signed.
+        slow, slow_trace, _ = traceparent()
+        m.proc.send_signal(signal.SIGSTOP)
+        try:
+            push(r, ns, [job(ns, "kms-2", reply="kms", traceparent=slow)])
+            time.sleep(1.0)
+        finally:
+            m.proc.send_signal(signal.SIGCONT)
+        [reply] = collect(r, reply_key(ns, "kms"), 1, DEADLINE)
+        assert reply["ok"] is True, reply
+        span = only_span_of(otlp_receiver, slow_trace, "the slow KMS job's span")
+        e = event_times(span)
+        assert e["signed"] - e["parsed"] >= 800_000_000, f"signing took {(e['signed'] - e['parsed']) / 1e6:.0f} ms, not the KMS wait"
+        assert e["parsed"] - span.start_ns < 500_000_000 and span.end_ns >= e["reply pushed"] >= e["signed"]
+
+        bodies = b"".join(otlp_receiver.bodies)
+        signature = parse_qs(urlsplit(reply["url"]).query)["Signature"][0]
+        for secret in (signature, key.arn, reply["url"], key.public_pem.decode().splitlines()[1]):
+            assert secret.encode() not in bodies, f"span export carries {secret[:40]}"
+    finally:
+        stop_moto(m)
+
+
+@needs_moto
+def test_a_job_retried_while_kms_is_stopped_has_one_span_from_first_try_to_reply_with_retry_events(
+        workers, redis_server, ns, otlp_receiver, tmp_path):
+    m = start_moto(tmp_path)
+    try:
+        key = create_key(m, "ECC_NIST_P256")
+        start_kms_traced(workers, redis_server, ns, m, key, tmp_path, otlp_receiver,
+                         CFSIGN_KMS_CALL_TIMEOUT="0.3", CFSIGN_KEY_UNAVAILABLE_AFTER="60")
+        r = redis_server.client()
+        parent, trace_id, parent_id = traceparent()
+        m.proc.send_signal(signal.SIGSTOP)
+        try:
+            pushed = time.time_ns()
+            push(r, ns, [job(ns, "held", reply="held", traceparent=parent)])
+            time.sleep(2.0)  # several 0.3 s timeouts and backoffs
+            assert r.llen(reply_key(ns, "held")) == 0, "answered while KMS was stopped"
+        finally:
+            m.proc.send_signal(signal.SIGCONT)
+        [reply] = collect(r, reply_key(ns, "held"), 1, DEADLINE)
+        assert reply["ok"] is True, reply
+        span = only_span_of(otlp_receiver, trace_id, "the held job's span")
+        assert span.parent_span_id == parent_id
+        # From the first try (right after the push), not the last (after the 2 s pause).
+        assert span.start_ns - pushed < 1_000_000_000 and span.end_ns - span.start_ns >= 1_800_000_000
+        names = [name for name, _ in span.events]
+        assert names[0] == "parsed" and names[-2:] == ["signed", "reply pushed"], names
+        retries = retry_events(span)
+        assert len(retries) >= 2 and len(retries) == len(names) - 3, span.events
+        assert [a["cfsign.attempt"] for _, a in retries] == list(range(2, len(retries) + 2))
+        assert all(a["error.type"] == "key_unavailable" for _, a in retries)
+        assert span.attributes["cfsign.retries"] == len(retries)
+        assert span.attributes["cfsign.outcome"] == "ok" and span.status_code == STATUS_UNSET
+        times = [span.start_ns] + [t for _, t in span.events] + [span.end_ns]
+        assert times == sorted(times), times
+    finally:
+        stop_moto(m)
+
+
+@needs_moto
+def test_a_job_answered_key_unavailable_after_retries_has_one_error_span_over_the_whole_wait(
+        workers, redis_server, ns, otlp_receiver, tmp_path):
+    m = start_moto(tmp_path)
+    try:
+        key = create_key(m, "ECC_NIST_P256")
+        start_kms_traced(workers, redis_server, ns, m, key, tmp_path, otlp_receiver,
+                         CFSIGN_KMS_CALL_TIMEOUT="0.3", CFSIGN_KEY_UNAVAILABLE_AFTER="1.5")
+        r = redis_server.client()
+        parent, trace_id, _ = traceparent()
+        m.proc.send_signal(signal.SIGSTOP)
+        try:
+            push(r, ns, [job(ns, "late", reply="late", traceparent=parent)])
+            [reply] = collect(r, reply_key(ns, "late"), 1, DEADLINE)
+        finally:
+            m.proc.send_signal(signal.SIGCONT)
+        assert reply["error"]["code"] == "key_unavailable", reply
+        span = only_span_of(otlp_receiver, trace_id, "the refused job's span")
+        assert span.status_code == STATUS_ERROR and span.status_message == "key_unavailable"
+        assert span.attributes["cfsign.outcome"] == "error" and span.attributes["cfsign.retries"] >= 1
+        assert span.end_ns - span.start_ns >= 1_400_000_000, "the span does not cover key_unavailable_after"
+    finally:
+        stop_moto(m)
+
+
+@needs_softhsm
+def test_a_job_held_for_a_removed_hsm_token_has_one_span_across_its_retries(
+        workers, redis_server, ns, otlp_receiver, token, test_keys):  # noqa: F811 (the `token` fixture)
+    """The in-process path (Pipeline.retryUnavailable): the token goes, the held job is retried,
+    and a rotation to a file key signs it; its one span ends with the key that signed."""
+    rsa, ec_key = test_keys["rsa"], test_keys["ec"]
+    r = redis_server.client()
+    r.set(f"{{{ns}}}:keygroup", json.dumps({"version": 1, "active": rsa.key_id, "keys": [
+        {"id": rsa.key_id, "private_key_uri": token.uri("KRSA")}]}))
+    worker = workers.start(redis_server, ns, env={**token.env, "CFSIGN_KEY_UNAVAILABLE_AFTER": "60", **otlp_receiver.env()})
+    if "built without trace export" in worker.log():
+        pytest.skip("this cfsign was built without the OTLPExport trait")
+    token_folder(token).rename(token.conf.parent / "token-away")
+    parent, trace_id, _ = traceparent()
+    push(r, ns, [job(ns, "hsm-held", reply="hsm", traceparent=parent)])
+    time.sleep(1.5)
+    assert r.llen(reply_key(ns, "hsm")) == 0, "answered while the token was gone"
+    r.set(f"{{{ns}}}:keygroup", json.dumps({"version": 2, "active": ec_key.key_id, "keys": [
+        {"id": ec_key.key_id, "private_key_file": str(ec_key.path)}]}))
+    r.publish(f"{{{ns}}}:keygroup:changed", "2")
+    [reply] = collect(r, reply_key(ns, "hsm"), 1, DEADLINE)
+    assert reply["ok"] is True and reply["key_id"] == ec_key.key_id, reply
+    span = only_span_of(otlp_receiver, trace_id, "the held HSM job's span")
+    assert span.end_ns - span.start_ns >= 1_400_000_000
+    assert len(retry_events(span)) >= 2 and span.attributes["cfsign.retries"] == len(retry_events(span))
+    a = span.attributes
+    assert (a["cfsign.key.id"], a["cfsign.key.location"], a["cfsign.outcome"]) == (ec_key.key_id, "memory", "ok")
+    times = [span.start_ns] + [t for _, t in span.events] + [span.end_ns]
+    assert times == sorted(times), times
+
+
+def test_the_logged_endpoint_carries_no_userinfo(workers, redis_server, ns, test_keys, otlp_receiver):
+    endpoint = f"http://cfsign:do-not-log@127.0.0.1:{otlp_receiver.port}"
+    worker = start_traced(workers, redis_server, ns, test_keys, otlp_receiver.env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint))
+    log = wait_until(lambda: "exporting traces" in worker.log() and worker.log(), 10, what="the exporting line")
+    assert f"***@127.0.0.1:{otlp_receiver.port}" in log, log[-2000:]
+    assert "do-not-log" not in log, log[-2000:]
