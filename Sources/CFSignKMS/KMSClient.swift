@@ -49,7 +49,7 @@ public final class KMSClient: Sendable {
         }
         self.region = region
         self.endpoint = environment.endpoint(service: "kms", region: region)
-        self.target = try Endpoint(endpoint, service: "kms")
+        self.target = try Endpoint(endpoint, service: "kms", variable: environment.endpointVariable(service: "kms"))
         self.timeout = timeout
         self.http = http
         self.credentials = try environment.credentialProvider(region: region, http: http, timeout: timeout)
@@ -105,10 +105,12 @@ public final class KMSClient: Sendable {
         guard let text = object["PublicKey"] as? String, let der = Data(base64Encoded: text) else {
             throw KMSError(.invalid, code: nil, "KMS GetPublicKey answered without a PublicKey")
         }
+        // Every string here may reach a group refusal (heartbeat, logs): bounded like error text.
+        let field = { (text: String) in KMSError.bounded(text, limit: KMSError.codeLimit) }
         return KMSPublicKey(
-            der: Array(der), keyID: object["KeyId"] as? String ?? keyID,
-            keySpec: object["KeySpec"] as? String ?? object["CustomerMasterKeySpec"] as? String ?? "?",
-            keyUsage: object["KeyUsage"] as? String ?? "?",
-            signingAlgorithms: object["SigningAlgorithms"] as? [String] ?? [])
+            der: Array(der), keyID: KMSError.bounded(object["KeyId"] as? String ?? keyID, limit: KMSError.messageLimit),
+            keySpec: field(object["KeySpec"] as? String ?? object["CustomerMasterKeySpec"] as? String ?? "?"),
+            keyUsage: field(object["KeyUsage"] as? String ?? "?"),
+            signingAlgorithms: (object["SigningAlgorithms"] as? [String] ?? []).prefix(16).map(field))
     }
 }

@@ -78,9 +78,42 @@ public struct KMSError: Error, Sendable, CustomStringConvertible {
         if code == nil, let header = errorTypeHeader, !header.isEmpty {
             code = String(header.split(separator: ":").first ?? Substring(header))
         }
-        let kind = kind(code: code, status: status)
-        let text = message.map { "\($0) (HTTP \(status) from \(service))" } ?? "HTTP \(status) from \(service)"
-        return KMSError(kind, code: code, text)
+        // Bounded here, at the edge: this text goes on into replies, the heartbeat, /readyz and logs.
+        let awsCode = code.map { bounded($0, limit: codeLimit) }
+        let kind = kind(code: awsCode, status: status)
+        let text = message.map { "\(bounded($0, limit: messageLimit)) (HTTP \(status) from \(service))" } ?? "HTTP \(status) from \(service)"
+        return KMSError(kind, code: awsCode, text)
+    }
+
+    /// The most bytes of an AWS error message (and of an error code) cfsign passes on.
+    public static let messageLimit = 256
+    public static let codeLimit = 64
+
+    /// `text` as cfsign may show it: control characters (a forged newline in a log line, an escape
+    /// sequence on a terminal) replaced by U+FFFD, and cut to `limit` UTF-8 bytes on a character
+    /// boundary, with "…" where it was cut. An HTTP body is whatever the far end (or whoever sits
+    /// on the path to it) chose to send.
+    public static func bounded(_ text: String, limit: Int) -> String {
+        var clean = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            switch scalar.properties.generalCategory {
+            case .control, .lineSeparator, .paragraphSeparator, .format, .privateUse, .unassigned:
+                clean.append("\u{FFFD}")
+            default:
+                clean.append(scalar)
+            }
+        }
+        let whole = String(clean)
+        guard whole.utf8.count > limit else { return whole }
+        var out = String.UnicodeScalarView()
+        var bytes = 0
+        for scalar in clean {
+            let size = UTF8.width(scalar)
+            if bytes + size > limit - 3 { break }  // room for "…" (3 bytes)
+            out.append(scalar)
+            bytes += size
+        }
+        return String(out) + "…"
     }
 }
 
