@@ -38,8 +38,12 @@ public struct StaticCredentials: CredentialProvider {
 }
 
 /// STS `AssumeRoleWithWebIdentity` with the token in a file (as EKS mounts it): the file is read
-/// again at each refresh (the kubelet rotates it), and credentials are renewed 5 minutes before
-/// they expire, by one caller at a time while the others keep using the current ones.
+/// again at each refresh (the kubelet rotates it). Refreshes are single-flight: one STS call at a
+/// time however many signers ask. Credentials are renewed 5 minutes before they expire (or halfway
+/// through their life when that is shorter); while a renewal runs, or after it failed, callers
+/// keep the current credentials as long as they are still valid, and only callers with nothing
+/// valid wait for the one call in flight. A failed renewal is tried again after `retryDelay`, not
+/// on every call.
 public final class WebIdentityCredentials: CredentialProvider {
     public let roleARN: String
     public let tokenFile: String
@@ -47,33 +51,77 @@ public final class WebIdentityCredentials: CredentialProvider {
     let sts: STSClient
     public var source: String { "web identity (role \(roleARN), token file \(tokenFile))" }
 
-    private struct State {
-        var current: AWSCredentials?
-        var refreshing = false
+    struct Held: Sendable {
+        let credentials: AWSCredentials
+        /// When to start renewing them.
+        let renewAt: Date
+        /// When they stop working (STS answers always carry an expiry; see `STSClient`).
+        let expiresAt: Date
+    }
+    private struct State: Sendable {
+        var held: Held?
+        var refresh: Task<Held, any Error>?
+        /// After a failed renewal, not before this; until then callers with nothing valid get `failure`.
+        var retryAt: Date?
+        var failure: KMSError?
+        var refreshes = 0
     }
     private let state = Locked(State())
-    /// Renew this long before `Expiration`.
+    /// Renew this long before `Expiration` (at most halfway through the credentials' life).
     static let margin: TimeInterval = 300
+    /// Wait this long after a failed renewal before the next, while the current ones still work.
+    static let retryDelay: TimeInterval = 5
+    /// STS calls made so far, for tests of single-flight.
+    public var refreshCount: Int { state.withLock { $0.refreshes } }
 
-    init(roleARN: String, tokenFile: String, sessionName: String, sts: STSClient) {
+    /// `held`: credentials already in hand (tests start from a given point of their life).
+    init(roleARN: String, tokenFile: String, sessionName: String, sts: STSClient, held: Held? = nil) {
         self.roleARN = roleARN
         self.tokenFile = tokenFile
         self.sessionName = sessionName
         self.sts = sts
+        state.withLock { $0.held = held }
+    }
+
+    private enum Plan {
+        case use(AWSCredentials)
+        case wait(Task<Held, any Error>)
+        case fail(KMSError)
     }
 
     public func credentials() async throws(KMSError) -> AWSCredentials {
-        let now = Date()
-        let (cached, mustRefresh) = state.withLock { s -> (AWSCredentials?, Bool) in
-            let fresh = s.current.map { ($0.expiration ?? .distantFuture).timeIntervalSince(now) > Self.margin } ?? false
-            if fresh { return (s.current, false) }
-            let usable = s.current.map { ($0.expiration ?? .distantFuture) > now } ?? false
-            // Someone else renews: keep using the current ones while they still work.
-            if s.refreshing, usable { return (s.current, false) }
-            s.refreshing = true
-            return (nil, true)
+        let plan = state.withLock { s -> Plan in
+            let now = Date()
+            let valid = s.held.flatMap { $0.expiresAt > now ? $0.credentials : nil }
+            if let held = s.held, held.renewAt > now { return .use(held.credentials) }
+            if let task = s.refresh { return valid.map(Plan.use) ?? .wait(task) }
+            if let retryAt = s.retryAt, retryAt > now {
+                if let valid { return .use(valid) }
+                if let failure = s.failure { return .fail(failure) }
+            }
+            let task = Task { try await self.renew() }
+            s.refresh = task
+            s.refreshes += 1
+            return valid.map(Plan.use) ?? .wait(task)
         }
-        if let cached, !mustRefresh { return cached }
+        switch plan {
+        case .use(let credentials):
+            return credentials
+        case .fail(let error):
+            throw error
+        case .wait(let task):
+            do {
+                return try await task.value.credentials
+            } catch let error as KMSError {
+                throw error
+            } catch {
+                throw KMSError(.credentials, code: nil, "web identity refresh failed: \(error)")
+            }
+        }
+    }
+
+    /// The one renewal in flight: reads the token, calls STS, and records the outcome for everyone.
+    private func renew() async throws -> Held {
         do throws(KMSError) {
             let token: String
             do {
@@ -81,16 +129,33 @@ public final class WebIdentityCredentials: CredentialProvider {
             } catch {
                 throw KMSError(.credentials, code: nil, "cannot read the web identity token file \(tokenFile) (AWS_WEB_IDENTITY_TOKEN_FILE): \(error.localizedDescription)")
             }
+            let fetched = Date()
             let fresh = try await sts.assumeRoleWithWebIdentity(roleARN: roleARN, sessionName: sessionName, token: token)
+            let held = Self.held(fresh, fetchedAt: fetched)
             state.withLock { s in
-                s.current = fresh
-                s.refreshing = false
+                s.held = held
+                s.refresh = nil
+                s.retryAt = nil
+                s.failure = nil
             }
-            return fresh
+            return held
         } catch {
-            state.withLock { $0.refreshing = false }
+            state.withLock { s in
+                s.refresh = nil
+                s.retryAt = Date().addingTimeInterval(Self.retryDelay)
+                s.failure = error
+            }
             throw error
         }
+    }
+
+    /// When to renew `credentials` fetched at `fetchedAt`: `margin` before they expire, or halfway
+    /// through their life when that is later (so short-lived ones are not renewed on every call).
+    static func held(_ credentials: AWSCredentials, fetchedAt: Date) -> Held {
+        let expiresAt = credentials.expiration ?? fetchedAt.addingTimeInterval(STSClient.assumedLifetime)
+        let life = expiresAt.timeIntervalSince(fetchedAt)
+        let renewAt = fetchedAt.addingTimeInterval(max(life / 2, life - margin))
+        return Held(credentials: credentials, renewAt: renewAt, expiresAt: expiresAt)
     }
 }
 
@@ -171,9 +236,14 @@ public struct AWSEnvironment: Sendable {
     /// The endpoint for `service` (`kms`, `sts`): `AWS_ENDPOINT_URL_<SERVICE>`, else
     /// `AWS_ENDPOINT_URL`, else AWS's regional endpoint.
     public func endpoint(service: String, region: String) -> String {
-        if let url = variables["AWS_ENDPOINT_URL_" + service.uppercased()] ?? variables["AWS_ENDPOINT_URL"] { return url }
+        if let name = endpointVariable(service: service), let url = variables[name] { return url }
         let suffix = region.hasPrefix("cn-") ? "amazonaws.com.cn" : "amazonaws.com"
         return "https://\(service).\(region).\(suffix)"
+    }
+
+    /// The variable `endpoint(service:region:)` takes the URL from, when one is set.
+    public func endpointVariable(service: String) -> String? {
+        ["AWS_ENDPOINT_URL_" + service.uppercased(), "AWS_ENDPOINT_URL"].first { variables[$0] != nil }
     }
 
     /// The first source that applies, in the SDKs' order; an error lists where it looked.
@@ -188,7 +258,7 @@ public struct AWSEnvironment: Sendable {
             guard let role = variables["AWS_ROLE_ARN"] else {
                 throw KMSError(.credentials, code: nil, "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not")
             }
-            return webIdentity(role: role, tokenFile: tokenFile, session: variables["AWS_ROLE_SESSION_NAME"], region: region, http: http, timeout: timeout)
+            return try webIdentity(role: role, tokenFile: tokenFile, session: variables["AWS_ROLE_SESSION_NAME"], region: region, http: http, timeout: timeout)
         }
         let explicit = variables["AWS_PROFILE"] ?? variables["AWS_DEFAULT_PROFILE"]
         if let p = profile() {
@@ -200,7 +270,7 @@ public struct AWSEnvironment: Sendable {
                 return StaticCredentials(AWSCredentials(accessKeyID: id, secretAccessKey: secret, sessionToken: p["aws_session_token"]), source: place)
             }
             if let tokenFile = p["web_identity_token_file"], let role = p["role_arn"] {
-                return webIdentity(role: role, tokenFile: tokenFile, session: p["role_session_name"], region: region, http: http, timeout: timeout)
+                return try webIdentity(role: role, tokenFile: tokenFile, session: p["role_session_name"], region: region, http: http, timeout: timeout)
             }
             throw KMSError(.credentials, code: nil, "\(place) holds neither aws_access_key_id nor web_identity_token_file + role_arn (SSO, credential_process and source_profile are not supported yet)")
         }
@@ -213,14 +283,16 @@ public struct AWSEnvironment: Sendable {
     /// One provider per role and token file in the process, so every key using it shares one STS session.
     private static let webIdentities = Locked<[String: WebIdentityCredentials]>([:])
 
-    private func webIdentity(role: String, tokenFile: String, session: String?, region: String, http: KMSHTTP, timeout: Duration) -> WebIdentityCredentials {
+    private func webIdentity(role: String, tokenFile: String, session: String?, region: String, http: KMSHTTP, timeout: Duration) throws(KMSError) -> WebIdentityCredentials {
         let endpoint = endpoint(service: "sts", region: region)
+        let variable = endpointVariable(service: "sts")
+        _ = try Endpoint(endpoint, service: "sts", variable: variable)  // refused now, not at the first refresh
         let name = session ?? "cfsign-\(ProcessInfo.processInfo.processIdentifier)"
         let key = [role, tokenFile, name, endpoint].joined(separator: "\u{0}")
         return Self.webIdentities.withLock { table in
             if let live = table[key] { return live }
             let provider = WebIdentityCredentials(roleARN: role, tokenFile: tokenFile, sessionName: name,
-                                                  sts: STSClient(endpoint: endpoint, region: region, http: http, timeout: timeout))
+                                                  sts: STSClient(endpoint: endpoint, variable: variable, region: region, http: http, timeout: timeout))
             table[key] = provider
             return provider
         }

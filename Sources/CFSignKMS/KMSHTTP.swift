@@ -2,6 +2,9 @@ import AsyncHTTPClient
 import CFSignSync
 import Dispatch
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOPosix
 
@@ -66,7 +69,7 @@ public final class KMSHTTP: Sendable {
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
             throw KMSError(.unavailable, code: "Timeout", "\(service) at \(url) did not answer within \(Self.describe(timeout)) (kms_call_timeout)")
         } catch {
-            throw KMSError(.unavailable, code: "ConnectionError", "cannot reach \(service) at \(url): \(error)")
+            throw KMSError(.unavailable, code: "ConnectionError", "cannot reach \(service) at \(url): \(KMSError.bounded("\(error)", limit: KMSError.messageLimit))")
         }
     }
 
@@ -99,15 +102,23 @@ public enum Blocking {
 }
 
 /// An endpoint URL split into what a request needs: the URL to post to and the `Host` header value.
+/// Plain `http://` only to a loopback host (a local KMS such as moto or LocalStack): anywhere else
+/// the signed requests, and STS's answer holding credentials, would cross the network unencrypted.
 struct Endpoint: Sendable {
     let url: String
     let host: String
 
-    init(_ text: String, service: String) throws(KMSError) {
+    /// `variable`: the environment variable `text` came from, for the messages.
+    init(_ text: String, service: String, variable: String? = nil) throws(KMSError) {
+        let from = variable ?? "AWS_ENDPOINT_URL_\(service.uppercased()) / AWS_ENDPOINT_URL"
+        let shown = KMSError.bounded(text, limit: KMSError.messageLimit)
         guard let u = URL(string: text), let scheme = u.scheme?.lowercased(), scheme == "https" || scheme == "http", let h = u.host, !h.isEmpty else {
-            throw KMSError(.invalid, code: nil, "the \(service) endpoint \"\(text)\" is not an http(s)://host[:port] URL (AWS_ENDPOINT_URL_\(service.uppercased()) / AWS_ENDPOINT_URL)")
+            throw KMSError(.invalid, code: nil, "the \(service) endpoint \"\(shown)\" (\(from)) is not an http(s)://host[:port] URL")
         }
         let bare = h.hasPrefix("[") ? String(h.dropFirst().dropLast()) : h
+        if scheme == "http", !Self.isLoopback(bare) {
+            throw KMSError(.invalid, code: nil, "\(from) is \"\(shown)\": plain http:// is accepted only for a loopback host (127.0.0.1, ::1, localhost); use https://")
+        }
         let hostPart = bare.contains(":") ? "[\(bare)]" : bare
         var host = hostPart
         if let port = u.port, !(scheme == "https" && port == 443), !(scheme == "http" && port == 80) { host += ":\(port)" }
@@ -115,5 +126,21 @@ struct Endpoint: Sendable {
         if path.isEmpty { path = "/" }
         self.host = host
         self.url = "\(scheme)://\(host)\(path)"
+    }
+
+    /// `localhost`, an IPv4 address in 127.0.0.0/8 written as four decimal numbers, or `::1`.
+    static func isLoopback(_ host: String) -> Bool {
+        let h = host.lowercased()
+        if h == "localhost" { return true }
+        let parts = h.split(separator: ".", omittingEmptySubsequences: false)
+        if parts.count == 4, parts.allSatisfy({ !$0.isEmpty && $0.count <= 3 && $0.allSatisfy { $0.isASCII && $0.isNumber } && UInt8($0) != nil }) {
+            return parts[0] == "127"
+        }
+        var v6 = in6_addr()
+        guard h.contains(":"), inet_pton(AF_INET6, h, &v6) == 1 else { return false }
+        var loopback = in6_addr()
+        _ = inet_pton(AF_INET6, "::1", &loopback)
+        let a = withUnsafeBytes(of: v6) { Array($0) }
+        return a == withUnsafeBytes(of: loopback) { Array($0) }
     }
 }

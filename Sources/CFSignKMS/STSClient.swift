@@ -4,12 +4,14 @@ import Foundation
 /// SigV4-signed (as in the SDKs).
 struct STSClient: Sendable {
     let endpoint: String
+    /// The environment variable `endpoint` came from, if any (for messages).
+    var variable: String? = nil
     let region: String
     let http: KMSHTTP
     let timeout: Duration
 
     func assumeRoleWithWebIdentity(roleARN: String, sessionName: String, token: String) async throws(KMSError) -> AWSCredentials {
-        let target = try Endpoint(endpoint, service: "sts")
+        let target = try Endpoint(endpoint, service: "sts", variable: variable)
         let form = [("Action", "AssumeRoleWithWebIdentity"), ("Version", "2011-06-15"), ("RoleArn", roleARN),
                     ("RoleSessionName", sessionName), ("WebIdentityToken", token)]
             .map { "\($0.0)=\(Self.formEncode($0.1))" }.joined(separator: "&")
@@ -24,8 +26,21 @@ struct STSClient: Sendable {
         guard let id = XML.element("AccessKeyId", in: text), let secret = XML.element("SecretAccessKey", in: text) else {
             throw KMSError(.credentials, code: nil, "STS AssumeRoleWithWebIdentity for role \(roleARN) answered without credentials")
         }
-        let expiration = XML.element("Expiration", in: text).flatMap(Self.date)
+        let expiration = Self.expiration(XML.element("Expiration", in: text), now: Date())
         return AWSCredentials(accessKeyID: id, secretAccessKey: secret, sessionToken: XML.element("SessionToken", in: text), expiration: expiration)
+    }
+
+    /// STS's shortest session (DurationSeconds 900): what an answer whose `Expiration` is missing
+    /// or unreadable is taken to last, so such credentials are renewed soon instead of never.
+    static let assumedLifetime: TimeInterval = 900
+    /// STS's longest session (12 hours): a later `Expiration` is not believed either.
+    static let longestLifetime: TimeInterval = 43_200
+
+    /// The expiry to act on for an answer's `Expiration` text, received at `now`: always a date,
+    /// within STS's own bounds.
+    static func expiration(_ text: String?, now: Date) -> Date {
+        guard let text, let date = date(text) else { return now.addingTimeInterval(assumedLifetime) }
+        return min(date, now.addingTimeInterval(longestLifetime))
     }
 
     static func date(_ text: String) -> Date? {
