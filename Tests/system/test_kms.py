@@ -213,7 +213,9 @@ def test_sign_requests_match_botocores_framing_and_sigv4_authorization(cfsign_bi
         env["AWS_SESSION_TOKEN"] = session_token
     done = run(cfsign_bin, "kms-request", "--key-id", key_id, "--message-file", str(message_file), "--at", str(at), env=env)
     assert done.returncode == 0, done.stderr
-    assert SECRET not in done.stdout, "the request printout shows the secret key"
+    assert SECRET not in done.stdout + done.stderr, "the request printout shows the secret key"
+    if session_token:
+        assert session_token not in done.stdout + done.stderr, "the request printout shows the session token"
     ours = json.loads(done.stdout)
     theirs = botocore_sign_request(moto, key_id, message, "RSASSA_PKCS1_V1_5_SHA_256", at, session_token)
     assert json.loads(ours["body"]) == json.loads(theirs.body), f"Sign body differs from botocore's:\n{ours['body'][:300]}\n{theirs.body[:300]!r}"
@@ -221,8 +223,10 @@ def test_sign_requests_match_botocores_framing_and_sigv4_authorization(cfsign_bi
     def header(name):
         value = theirs.headers.get(name)
         return value.decode() if isinstance(value, bytes) else value
-    for name in ("X-Amz-Target", "Content-Type", "X-Amz-Date", "X-Amz-Security-Token"):
+    for name in ("X-Amz-Target", "Content-Type", "X-Amz-Date"):
         assert ours["headers"].get(name) == header(name), name
+    # The token is shown redacted; the Authorization match below proves the same token was signed.
+    assert ours["headers"].get("X-Amz-Security-Token") == ("(redacted)" if session_token else None)
     request = AWSRequest(method="POST", url=ours["url"], data=ours["body"].encode(),
                          headers={k: v for k, v in ours["headers"].items() if k not in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")})
     with frozen_clock(at):
@@ -435,6 +439,71 @@ def test_access_denied_refuses_the_group_with_the_aws_code(cfsign_bin, tmp_path)
         assert key["SecretAccessKey"] not in done.stderr
         bad = run(cfsign_bin, "keys", "public", "--uri", f"awskms:{arn}", env=m.env(tmp_path, AWS_ACCESS_KEY_ID="AKIANOTAKEY0000", AWS_SECRET_ACCESS_KEY="x"))
         assert bad.returncode != 0 and ("InvalidClientTokenId" in bad.stderr or "UnrecognizedClient" in bad.stderr), bad.stderr
+    finally:
+        stop_moto(m)
+
+
+def test_a_plain_http_endpoint_that_is_not_loopback_is_refused_naming_the_variable(cfsign_bin, kms_keys, tmp_path):
+    """Nothing is sent: the override is refused before any call (so no non-loopback address is used)."""
+    for variable in ("AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL"):
+        env = {variable: "http://kms.example.com:4566", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+        done = run(cfsign_bin, "keys", "public", "--uri", kms_keys["ec"].uri, env=env)
+        assert done.returncode != 0 and variable in done.stderr and "loopback" in done.stderr, done.stderr
+
+
+ADMIN_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+SIGNER_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kms:Sign", "kms:GetPublicKey"], "Resource": "*"}]})
+
+
+def test_access_denied_mid_run_shows_the_key_and_code_and_signing_resumes_when_allowed_again(redis_server, workers, tmp_path):
+    """moto with IAM enforcement: the signer's policy is removed while jobs wait (KMS answers
+    AccessDeniedException, not retryable by AWS's rules), then put back. Meanwhile the worker logs the
+    key and the code, /readyz is false and the heartbeat says why; the jobs stay in flight and are
+    all signed once the policy is back, with no restart (PROTOCOL.md: key_unavailable only after
+    key_unavailable_after)."""
+    m = start_moto(tmp_path, {"INITIAL_NO_AUTH_ACTION_COUNT": "6"})
+    try:
+        arn = m.client("kms").create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]  # 1
+        iam = m.client("iam")
+        iam.create_user(UserName="admin")  # 2
+        iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=ADMIN_POLICY)  # 3
+        admin_key = iam.create_access_key(UserName="admin")["AccessKey"]  # 4
+        iam.create_user(UserName="signer")  # 5
+        iam.put_user_policy(UserName="signer", PolicyName="sign", PolicyDocument=SIGNER_POLICY)  # 6: IAM decides from here on
+        admin = m.client("iam", admin_key["AccessKeyId"], admin_key["SecretAccessKey"])
+        signer = admin.create_access_key(UserName="signer")["AccessKey"]
+        ns = unique_namespace("kms-denied")
+        r = redis_server.client()
+        r.set(f"{{{ns}}}:keygroup", group([{"id": "KKMSEC00000001", "private_key_uri": f"awskms:{arn}"}], "KKMSEC00000001"))
+        port = free_port()
+        env = {**m.env(tmp_path, AWS_ACCESS_KEY_ID=signer["AccessKeyId"], AWS_SECRET_ACCESS_KEY=signer["SecretAccessKey"]),
+               "CFSIGN_KEY_UNAVAILABLE_AFTER": "120"}
+        w = workers.start(redis_server, ns, env=env, args=["--http-address", f"127.0.0.1:{port}"])
+        push(r, ns, [job(ns, f"a{i}", reply="d", url=f"{CLOUDFRONT_HOST}/d/a{i}") for i in range(10)])
+        assert all(x["ok"] for x in collect(r, f"{{{ns}}}:reply:d", 10, 30)), "signing before the policy was removed"
+
+        admin.delete_user_policy(UserName="signer", PolicyName="sign")
+        jobs = [job(ns, f"b{i}", reply="d", url=f"{CLOUDFRONT_HOST}/d/b{i}") for i in range(30)]
+        push(r, ns, jobs)
+        reason = wait_until(lambda: heartbeat(r, ns, w.worker_id).get("key_unavailable"), 20, what="key_unavailable in the heartbeat")
+        assert "AccessDenied" in reason and arn in reason, reason
+        status, text = readyz(port)
+        assert status == 503 and "AccessDenied" in text and arn in text, (status, text)
+        logged = [line for line in w.log().splitlines() if "AccessDenied" in line]
+        assert logged and arn in logged[0], w.log()[-2000:]
+        assert len(logged) == 1, f"the reason is logged once, not per call: {logged[:3]}"
+        assert signer["SecretAccessKey"] not in w.log() and signer["SecretAccessKey"] not in reason
+        time.sleep(1)
+        assert r.llen(f"{{{ns}}}:reply:d") == 0, "a job was answered while KMS denied every call"
+
+        admin.put_user_policy(UserName="signer", PolicyName="sign", PolicyDocument=SIGNER_POLICY)
+        replies = collect(r, f"{{{ns}}}:reply:d", 30, 60)
+        assert all(x["ok"] for x in replies), [x for x in replies if not x["ok"]][:3]
+        assert sorted(x["id"] for x in replies) == sorted(j["id"] for j in jobs), "a job was lost"
+        wait_until(lambda: heartbeat(r, ns, w.worker_id).get("key_unavailable") is None, 15, what="key_unavailable cleared")
+        wait_until(lambda: readyz(port)[0] == 200, 15, what="/readyz ready again")
+        assert w.alive()
     finally:
         stop_moto(m)
 
