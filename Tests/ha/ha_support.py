@@ -12,7 +12,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import time
@@ -24,6 +23,7 @@ import redis
 
 from cfsign_support import collect_ids, free_port, heartbeat  # noqa: F401  (re-exported for the suite's tests)
 from cfsign_support import push as _push
+from cfsign_support import terminate
 from cfsign_support import wait_until as _wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -102,15 +102,7 @@ class Processes:
 
     @staticmethod
     def kill(proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        terminate(proc, grace=10)
 
     def close(self) -> None:
         for _, proc, _ in reversed(self.started):
