@@ -117,6 +117,15 @@ def moto(tmp_path_factory):
     stop_moto(m)
 
 
+@pytest.fixture
+def own_moto(tmp_path):
+    """A moto of this test's own, for tests that pause, stop or reconfigure it (the module's
+    `moto` is shared); stopped after the test whatever happens."""
+    m = start_moto(tmp_path)
+    yield m
+    stop_moto(m)
+
+
 @pytest.fixture(scope="module")
 def kms_keys(moto) -> dict[str, KMSKeyInfo]:
     return {"rsa": create_key(moto, "RSA_2048"), "ec": create_key(moto, "ECC_NIST_P256")}
@@ -510,101 +519,92 @@ def test_access_denied_mid_run_shows_the_key_and_code_and_signing_resumes_when_a
 
 # --- KMS paused and back -------------------------------------------------------------------------
 
-def test_kms_paused_mid_drain_loses_no_job_and_resumes_without_restart(redis_server, workers, tmp_path):
-    m = start_moto(tmp_path)
+def test_kms_paused_mid_drain_loses_no_job_and_resumes_without_restart(redis_server, workers, own_moto, tmp_path):
+    m = own_moto
+    key = create_key(m, "RSA_2048")
+    ns = unique_namespace("kms-pause")
+    r = redis_server.client()
+    r.set(f"{{{ns}}}:keygroup", group([{"id": "KKMSRSA0000001", "private_key_uri": key.uri}], "KKMSRSA0000001"))
+    port = free_port()
+    w = workers.start(redis_server, ns, env={**m.env(tmp_path), "CFSIGN_KEY_UNAVAILABLE_AFTER": "120", "CFSIGN_KMS_CALL_TIMEOUT": "0.5"},
+                      args=["--http-address", f"127.0.0.1:{port}"])
+    expires = int(time.time()) + 3600
+    jobs = [job(ns, f"p{i}", reply="p", url=f"{CLOUDFRONT_HOST}/p/{i}", expires_at=expires) for i in range(300)]
+    push(r, ns, jobs)
+    wait_until(lambda: r.llen(f"{{{ns}}}:reply:p") >= 20, 30, what="some jobs answered before the pause")
+    m.proc.send_signal(signal.SIGSTOP)
     try:
-        key = create_key(m, "RSA_2048")
-        ns = unique_namespace("kms-pause")
-        r = redis_server.client()
-        r.set(f"{{{ns}}}:keygroup", group([{"id": "KKMSRSA0000001", "private_key_uri": key.uri}], "KKMSRSA0000001"))
-        port = free_port()
-        w = workers.start(redis_server, ns, env={**m.env(tmp_path), "CFSIGN_KEY_UNAVAILABLE_AFTER": "120", "CFSIGN_KMS_CALL_TIMEOUT": "0.5"},
-                          args=["--http-address", f"127.0.0.1:{port}"])
-        expires = int(time.time()) + 3600
-        jobs = [job(ns, f"p{i}", reply="p", url=f"{CLOUDFRONT_HOST}/p/{i}", expires_at=expires) for i in range(300)]
-        push(r, ns, jobs)
-        wait_until(lambda: r.llen(f"{{{ns}}}:reply:p") >= 20, 30, what="some jobs answered before the pause")
-        m.proc.send_signal(signal.SIGSTOP)
-        try:
-            reason = wait_until(lambda: heartbeat(r, ns, w.worker_id).get("key_unavailable"), 20, what="key_unavailable in the heartbeat")
-            assert "KMS" in reason and "testing" not in reason, reason
-            # A call timed out by a slow (loaded) moto just before the stop can set the reason and a
-            # late success clear it again: wait for the stop's own, lasting unreadiness.
-            status, text = wait_until(lambda: (lambda a: a if a[0] == 503 else None)(readyz(port)), 20, what="/readyz 503")
-            assert "key unavailable" in text, (status, text)
-            answered = r.llen(f"{{{ns}}}:reply:p")
-            time.sleep(1.5)
-            assert r.llen(f"{{{ns}}}:reply:p") == answered, "jobs were answered while KMS was stopped"
-            assert answered < 300, "every job was answered before the pause; nothing was tested"
-            assert r.llen(w.inflight_key) + answered + r.llen(f"{{{ns}}}:jobs") == 300, "a job is neither answered, in flight nor queued"
-        finally:
-            m.proc.send_signal(signal.SIGCONT)
-        replies = collect(r, f"{{{ns}}}:reply:p", 300, 120)
-        assert all(x["ok"] for x in replies), [x for x in replies if not x["ok"]][:3]
-        assert sorted(x["id"] for x in replies) == sorted(j["id"] for j in jobs), "a job was lost"
-        for x in replies[:20]:
-            i = int(x["id"][1:])
-            params = dict(p.split("=", 1) for p in x["url"].split("?", 1)[1].split("&"))
-            verify_with(key, unb64(params["Signature"]), canned_policy(f"{CLOUDFRONT_HOST}/p/{i}", expires))
-        wait_until(lambda: heartbeat(r, ns, w.worker_id).get("key_unavailable") is None, 15, what="key_unavailable cleared")
-        wait_until(lambda: readyz(port)[0] == 200, 15, what="/readyz ready again")
-        assert w.alive()
+        reason = wait_until(lambda: heartbeat(r, ns, w.worker_id).get("key_unavailable"), 20, what="key_unavailable in the heartbeat")
+        assert "KMS" in reason and "testing" not in reason, reason
+        # A call timed out by a slow (loaded) moto just before the stop can set the reason and a
+        # late success clear it again: wait for the stop's own, lasting unreadiness.
+        status, text = wait_until(lambda: (lambda a: a if a[0] == 503 else None)(readyz(port)), 20, what="/readyz 503")
+        assert "key unavailable" in text, (status, text)
+        answered = r.llen(f"{{{ns}}}:reply:p")
+        time.sleep(1.5)
+        assert r.llen(f"{{{ns}}}:reply:p") == answered, "jobs were answered while KMS was stopped"
+        assert answered < 300, "every job was answered before the pause; nothing was tested"
+        assert r.llen(w.inflight_key) + answered + r.llen(f"{{{ns}}}:jobs") == 300, "a job is neither answered, in flight nor queued"
     finally:
-        stop_moto(m)
+        m.proc.send_signal(signal.SIGCONT)
+    replies = collect(r, f"{{{ns}}}:reply:p", 300, 120)
+    assert all(x["ok"] for x in replies), [x for x in replies if not x["ok"]][:3]
+    assert sorted(x["id"] for x in replies) == sorted(j["id"] for j in jobs), "a job was lost"
+    for x in replies[:20]:
+        i = int(x["id"][1:])
+        params = dict(p.split("=", 1) for p in x["url"].split("?", 1)[1].split("&"))
+        verify_with(key, unb64(params["Signature"]), canned_policy(f"{CLOUDFRONT_HOST}/p/{i}", expires))
+    wait_until(lambda: heartbeat(r, ns, w.worker_id).get("key_unavailable") is None, 15, what="key_unavailable cleared")
+    wait_until(lambda: readyz(port)[0] == 200, 15, what="/readyz ready again")
+    assert w.alive()
 
 
-def test_jobs_are_answered_key_unavailable_after_the_configured_time_while_kms_is_stopped(redis_server, workers, tmp_path):
-    m = start_moto(tmp_path)
+def test_jobs_are_answered_key_unavailable_after_the_configured_time_while_kms_is_stopped(redis_server, workers, own_moto, tmp_path):
+    m = own_moto
+    key = create_key(m, "ECC_NIST_P256")
+    ns = unique_namespace("kms-late")
+    r = redis_server.client()
+    r.set(f"{{{ns}}}:keygroup", group([{"id": "KKMSEC00000001", "private_key_uri": key.uri}], "KKMSEC00000001"))
+    workers.start(redis_server, ns, env={**m.env(tmp_path), "CFSIGN_KEY_UNAVAILABLE_AFTER": "1.5", "CFSIGN_KMS_CALL_TIMEOUT": "0.3"})
+    m.proc.send_signal(signal.SIGSTOP)
     try:
-        key = create_key(m, "ECC_NIST_P256")
-        ns = unique_namespace("kms-late")
-        r = redis_server.client()
-        r.set(f"{{{ns}}}:keygroup", group([{"id": "KKMSEC00000001", "private_key_uri": key.uri}], "KKMSEC00000001"))
-        workers.start(redis_server, ns, env={**m.env(tmp_path), "CFSIGN_KEY_UNAVAILABLE_AFTER": "1.5", "CFSIGN_KMS_CALL_TIMEOUT": "0.3"})
-        m.proc.send_signal(signal.SIGSTOP)
-        try:
-            start = time.monotonic()
-            push(r, ns, [job(ns, f"t{i}", reply="late") for i in range(5)])
-            replies = collect(r, f"{{{ns}}}:reply:late", 5, 30)
-            took = time.monotonic() - start
-        finally:
-            m.proc.send_signal(signal.SIGCONT)
-        assert all(not x["ok"] and x["error"]["code"] == "key_unavailable" for x in replies), replies[:2]
-        assert "Timeout" in replies[0]["error"]["message"] or "did not answer" in replies[0]["error"]["message"], replies[0]
-        assert took >= 1.4, f"answered key_unavailable after {took:.1f} s, before key_unavailable_after (1.5 s)"
+        start = time.monotonic()
+        push(r, ns, [job(ns, f"t{i}", reply="late") for i in range(5)])
+        replies = collect(r, f"{{{ns}}}:reply:late", 5, 30)
+        took = time.monotonic() - start
     finally:
-        stop_moto(m)
+        m.proc.send_signal(signal.SIGCONT)
+    assert all(not x["ok"] and x["error"]["code"] == "key_unavailable" for x in replies), replies[:2]
+    assert "Timeout" in replies[0]["error"]["message"] or "did not answer" in replies[0]["error"]["message"], replies[0]
+    assert took >= 1.4, f"answered key_unavailable after {took:.1f} s, before key_unavailable_after (1.5 s)"
 
 
-def test_the_worker_keeps_64_kms_calls_in_flight_on_few_threads(redis_server, workers, tmp_path):
+def test_the_worker_keeps_64_kms_calls_in_flight_on_few_threads(redis_server, workers, own_moto, tmp_path):
     """While moto is stopped, calls pile up to kms_max_in_flight; the worker's threads stay few
     (the NIO event loop is the one thread waiting on KMS sockets)."""
-    m = start_moto(tmp_path)
+    m = own_moto
+    key = create_key(m, "RSA_2048")
+    ns = unique_namespace("kms-inflight")
+    r = redis_server.client()
+    r.set(f"{{{ns}}}:keygroup", group([{"id": "KKMSRSA0000001", "private_key_uri": key.uri}], "KKMSRSA0000001"))
+    w = workers.start(redis_server, ns, env={**m.env(tmp_path), "CFSIGN_KEY_UNAVAILABLE_AFTER": "60", "CFSIGN_KMS_CALL_TIMEOUT": "10"})
+    push(r, ns, [job(ns, "warm", reply="f")])
+    collect(r, f"{{{ns}}}:reply:f", 1, 30)
+    before = len(os.listdir(f"/proc/{w.proc.pid}/task"))
+    m.proc.send_signal(signal.SIGSTOP)
     try:
-        key = create_key(m, "RSA_2048")
-        ns = unique_namespace("kms-inflight")
-        r = redis_server.client()
-        r.set(f"{{{ns}}}:keygroup", group([{"id": "KKMSRSA0000001", "private_key_uri": key.uri}], "KKMSRSA0000001"))
-        w = workers.start(redis_server, ns, env={**m.env(tmp_path), "CFSIGN_KEY_UNAVAILABLE_AFTER": "60", "CFSIGN_KMS_CALL_TIMEOUT": "10"})
-        push(r, ns, [job(ns, "warm", reply="f")])
-        collect(r, f"{{{ns}}}:reply:f", 1, 30)
-        before = len(os.listdir(f"/proc/{w.proc.pid}/task"))
-        m.proc.send_signal(signal.SIGSTOP)
-        try:
-            push(r, ns, [job(ns, f"f{i}", reply="f", url=f"{CLOUDFRONT_HOST}/f/{i}") for i in range(200)])
+        push(r, ns, [job(ns, f"f{i}", reply="f", url=f"{CLOUDFRONT_HOST}/f/{i}") for i in range(200)])
 
-            def connections():
-                out = subprocess.run(["ss", "-tn", "state", "established", f"dport = :{m.port}"], capture_output=True, text=True).stdout
-                return max(0, len(out.strip().splitlines()) - 1)
-            if shutil.which("ss"):
-                wait_until(lambda: connections() >= 64 or None, 20, what="64 KMS connections open")
-                time.sleep(0.5)
-                assert connections() <= 70, f"more KMS calls in flight than kms_max_in_flight: {connections()}"
-            during = len(os.listdir(f"/proc/{w.proc.pid}/task"))
-            assert during <= before + 2, f"threads grew from {before} to {during} with 64 KMS calls in flight"
-        finally:
-            m.proc.send_signal(signal.SIGCONT)
-        replies = collect(r, f"{{{ns}}}:reply:f", 200, 120)
-        assert all(x["ok"] for x in replies), [x for x in replies if not x["ok"]][:3]
+        def connections():
+            out = subprocess.run(["ss", "-tn", "state", "established", f"dport = :{m.port}"], capture_output=True, text=True).stdout
+            return max(0, len(out.strip().splitlines()) - 1)
+        if shutil.which("ss"):
+            wait_until(lambda: connections() >= 64 or None, 20, what="64 KMS connections open")
+            time.sleep(0.5)
+            assert connections() <= 70, f"more KMS calls in flight than kms_max_in_flight: {connections()}"
+        during = len(os.listdir(f"/proc/{w.proc.pid}/task"))
+        assert during <= before + 2, f"threads grew from {before} to {during} with 64 KMS calls in flight"
     finally:
-        stop_moto(m)
+        m.proc.send_signal(signal.SIGCONT)
+    replies = collect(r, f"{{{ns}}}:reply:f", 200, 120)
+    assert all(x["ok"] for x in replies), [x for x in replies if not x["ok"]][:3]

@@ -26,7 +26,7 @@ import pytest
 from .cfsign_system import OMIT, collect, job, push, store_keygroup, wait_until
 from cfsign_support import closed_port, metric_value
 # The KMS and HSM suites' own helpers (moto_server with real KMS keys, a SoftHSM token), shared.
-from .test_kms import create_key, group, start_moto, stop_moto
+from .test_kms import create_key, group, own_moto  # noqa: F401 (`own_moto` is a fixture)
 from .test_pkcs11 import MODULE as SOFTHSM_MODULE, token, token_folder  # noqa: F401 (`token` is a fixture)
 
 needs_moto = pytest.mark.skipif(shutil.which("moto_server") is None, reason="moto_server is not installed (scripts/setup)")
@@ -237,110 +237,101 @@ def only_span_of(otlp_receiver, trace_id: str, what: str):
 
 @needs_moto
 def test_a_kms_signed_job_gets_the_same_span_with_the_kms_round_trip_inside_signing(
-        workers, redis_server, ns, otlp_receiver, tmp_path):
-    m = start_moto(tmp_path)
+        workers, redis_server, ns, otlp_receiver, own_moto, tmp_path):
+    m = own_moto
+    key = create_key(m, "RSA_2048")
+    start_kms_traced(workers, redis_server, ns, m, key, tmp_path, otlp_receiver,
+                     CFSIGN_KMS_CALL_TIMEOUT="20", CFSIGN_KEY_UNAVAILABLE_AFTER="60")
+    r = redis_server.client()
+    parent, trace_id, parent_id = traceparent()
+    push(r, ns, [job(ns, "kms-1", reply="kms", traceparent=parent)])
+    [reply] = collect(r, reply_key(ns, "kms"), 1, DEADLINE)
+    assert reply["ok"] is True, reply
+    span = only_span_of(otlp_receiver, trace_id, "the KMS job's span")
+    assert span.parent_span_id == parent_id and span.kind == SPAN_KIND_CONSUMER
+    a = span.attributes
+    assert (a["cfsign.key.id"], a["cfsign.key.location"], a["cfsign.key.algorithm"]) == (KMS_KEY_ID, "kms", "RSA-2048")
+    assert a["cfsign.hash"] == "SHA256" and a["cfsign.outcome"] == "ok" and "cfsign.retries" not in a
+    assert [name for name, _ in span.events] == ["parsed", "signed", "reply pushed"], span.events
+    times = [span.start_ns] + [t for _, t in span.events] + [span.end_ns]
+    assert times == sorted(times), times
+
+    # KMS stopped for a second while the next job is signed: that second is inside parsed → signed.
+    slow, slow_trace, _ = traceparent()
+    m.proc.send_signal(signal.SIGSTOP)
     try:
-        key = create_key(m, "RSA_2048")
-        start_kms_traced(workers, redis_server, ns, m, key, tmp_path, otlp_receiver,
-                         CFSIGN_KMS_CALL_TIMEOUT="20", CFSIGN_KEY_UNAVAILABLE_AFTER="60")
-        r = redis_server.client()
-        parent, trace_id, parent_id = traceparent()
-        push(r, ns, [job(ns, "kms-1", reply="kms", traceparent=parent)])
-        [reply] = collect(r, reply_key(ns, "kms"), 1, DEADLINE)
-        assert reply["ok"] is True, reply
-        span = only_span_of(otlp_receiver, trace_id, "the KMS job's span")
-        assert span.parent_span_id == parent_id and span.kind == SPAN_KIND_CONSUMER
-        a = span.attributes
-        assert (a["cfsign.key.id"], a["cfsign.key.location"], a["cfsign.key.algorithm"]) == (KMS_KEY_ID, "kms", "RSA-2048")
-        assert a["cfsign.hash"] == "SHA256" and a["cfsign.outcome"] == "ok" and "cfsign.retries" not in a
-        assert [name for name, _ in span.events] == ["parsed", "signed", "reply pushed"], span.events
-        times = [span.start_ns] + [t for _, t in span.events] + [span.end_ns]
-        assert times == sorted(times), times
-
-        # KMS stopped for a second while the next job is signed: that second is inside parsed → signed.
-        slow, slow_trace, _ = traceparent()
-        m.proc.send_signal(signal.SIGSTOP)
-        try:
-            push(r, ns, [job(ns, "kms-2", reply="kms", traceparent=slow)])
-            time.sleep(1.0)
-        finally:
-            m.proc.send_signal(signal.SIGCONT)
-        [reply] = collect(r, reply_key(ns, "kms"), 1, DEADLINE)
-        assert reply["ok"] is True, reply
-        span = only_span_of(otlp_receiver, slow_trace, "the slow KMS job's span")
-        e = event_times(span)
-        assert e["signed"] - e["parsed"] >= 800_000_000, f"signing took {(e['signed'] - e['parsed']) / 1e6:.0f} ms, not the KMS wait"
-        assert e["parsed"] - span.start_ns < 500_000_000 and span.end_ns >= e["reply pushed"] >= e["signed"]
-
-        bodies = b"".join(otlp_receiver.bodies)
-        signature = parse_qs(urlsplit(reply["url"]).query)["Signature"][0]
-        for secret in (signature, key.arn, reply["url"], key.public_pem.decode().splitlines()[1]):
-            assert secret.encode() not in bodies, f"span export carries {secret[:40]}"
+        push(r, ns, [job(ns, "kms-2", reply="kms", traceparent=slow)])
+        time.sleep(1.0)
     finally:
-        stop_moto(m)
+        m.proc.send_signal(signal.SIGCONT)
+    [reply] = collect(r, reply_key(ns, "kms"), 1, DEADLINE)
+    assert reply["ok"] is True, reply
+    span = only_span_of(otlp_receiver, slow_trace, "the slow KMS job's span")
+    e = event_times(span)
+    assert e["signed"] - e["parsed"] >= 800_000_000, f"signing took {(e['signed'] - e['parsed']) / 1e6:.0f} ms, not the KMS wait"
+    assert e["parsed"] - span.start_ns < 500_000_000 and span.end_ns >= e["reply pushed"] >= e["signed"]
+
+    bodies = b"".join(otlp_receiver.bodies)
+    signature = parse_qs(urlsplit(reply["url"]).query)["Signature"][0]
+    for secret in (signature, key.arn, reply["url"], key.public_pem.decode().splitlines()[1]):
+        assert secret.encode() not in bodies, f"span export carries {secret[:40]}"
 
 
 @needs_moto
 def test_a_job_retried_while_kms_is_stopped_has_one_span_from_first_try_to_reply_with_retry_events(
-        workers, redis_server, ns, otlp_receiver, tmp_path):
-    m = start_moto(tmp_path)
+        workers, redis_server, ns, otlp_receiver, own_moto, tmp_path):
+    m = own_moto
+    key = create_key(m, "ECC_NIST_P256")
+    start_kms_traced(workers, redis_server, ns, m, key, tmp_path, otlp_receiver,
+                     CFSIGN_KMS_CALL_TIMEOUT="0.3", CFSIGN_KEY_UNAVAILABLE_AFTER="60")
+    r = redis_server.client()
+    parent, trace_id, parent_id = traceparent()
+    m.proc.send_signal(signal.SIGSTOP)
     try:
-        key = create_key(m, "ECC_NIST_P256")
-        start_kms_traced(workers, redis_server, ns, m, key, tmp_path, otlp_receiver,
-                         CFSIGN_KMS_CALL_TIMEOUT="0.3", CFSIGN_KEY_UNAVAILABLE_AFTER="60")
-        r = redis_server.client()
-        parent, trace_id, parent_id = traceparent()
-        m.proc.send_signal(signal.SIGSTOP)
-        try:
-            pushed = time.time_ns()
-            push(r, ns, [job(ns, "held", reply="held", traceparent=parent)])
-            time.sleep(2.0)  # several 0.3 s timeouts and backoffs
-            assert r.llen(reply_key(ns, "held")) == 0, "answered while KMS was stopped"
-        finally:
-            m.proc.send_signal(signal.SIGCONT)
-        [reply] = collect(r, reply_key(ns, "held"), 1, DEADLINE)
-        assert reply["ok"] is True, reply
-        span = only_span_of(otlp_receiver, trace_id, "the held job's span")
-        assert span.parent_span_id == parent_id
-        # From the first try (right after the push), not the last (after the 2 s pause).
-        assert span.start_ns - pushed < 1_000_000_000 and span.end_ns - span.start_ns >= 1_800_000_000
-        names = [name for name, _ in span.events]
-        assert names[0] == "parsed" and names[-2:] == ["signed", "reply pushed"], names
-        retries = retry_events(span)
-        assert len(retries) >= 2 and len(retries) == len(names) - 3, span.events
-        assert [a["cfsign.attempt"] for _, a in retries] == list(range(2, len(retries) + 2))
-        assert all(a["error.type"] == "key_unavailable" for _, a in retries)
-        assert span.attributes["cfsign.retries"] == len(retries)
-        assert span.attributes["cfsign.outcome"] == "ok" and span.status_code == STATUS_UNSET
-        times = [span.start_ns] + [t for _, t in span.events] + [span.end_ns]
-        assert times == sorted(times), times
+        pushed = time.time_ns()
+        push(r, ns, [job(ns, "held", reply="held", traceparent=parent)])
+        time.sleep(2.0)  # several 0.3 s timeouts and backoffs
+        assert r.llen(reply_key(ns, "held")) == 0, "answered while KMS was stopped"
     finally:
-        stop_moto(m)
+        m.proc.send_signal(signal.SIGCONT)
+    [reply] = collect(r, reply_key(ns, "held"), 1, DEADLINE)
+    assert reply["ok"] is True, reply
+    span = only_span_of(otlp_receiver, trace_id, "the held job's span")
+    assert span.parent_span_id == parent_id
+    # From the first try (right after the push), not the last (after the 2 s pause).
+    assert span.start_ns - pushed < 1_000_000_000 and span.end_ns - span.start_ns >= 1_800_000_000
+    names = [name for name, _ in span.events]
+    assert names[0] == "parsed" and names[-2:] == ["signed", "reply pushed"], names
+    retries = retry_events(span)
+    assert len(retries) >= 2 and len(retries) == len(names) - 3, span.events
+    assert [a["cfsign.attempt"] for _, a in retries] == list(range(2, len(retries) + 2))
+    assert all(a["error.type"] == "key_unavailable" for _, a in retries)
+    assert span.attributes["cfsign.retries"] == len(retries)
+    assert span.attributes["cfsign.outcome"] == "ok" and span.status_code == STATUS_UNSET
+    times = [span.start_ns] + [t for _, t in span.events] + [span.end_ns]
+    assert times == sorted(times), times
 
 
 @needs_moto
 def test_a_job_answered_key_unavailable_after_retries_has_one_error_span_over_the_whole_wait(
-        workers, redis_server, ns, otlp_receiver, tmp_path):
-    m = start_moto(tmp_path)
+        workers, redis_server, ns, otlp_receiver, own_moto, tmp_path):
+    m = own_moto
+    key = create_key(m, "ECC_NIST_P256")
+    start_kms_traced(workers, redis_server, ns, m, key, tmp_path, otlp_receiver,
+                     CFSIGN_KMS_CALL_TIMEOUT="0.3", CFSIGN_KEY_UNAVAILABLE_AFTER="1.5")
+    r = redis_server.client()
+    parent, trace_id, _ = traceparent()
+    m.proc.send_signal(signal.SIGSTOP)
     try:
-        key = create_key(m, "ECC_NIST_P256")
-        start_kms_traced(workers, redis_server, ns, m, key, tmp_path, otlp_receiver,
-                         CFSIGN_KMS_CALL_TIMEOUT="0.3", CFSIGN_KEY_UNAVAILABLE_AFTER="1.5")
-        r = redis_server.client()
-        parent, trace_id, _ = traceparent()
-        m.proc.send_signal(signal.SIGSTOP)
-        try:
-            push(r, ns, [job(ns, "late", reply="late", traceparent=parent)])
-            [reply] = collect(r, reply_key(ns, "late"), 1, DEADLINE)
-        finally:
-            m.proc.send_signal(signal.SIGCONT)
-        assert reply["error"]["code"] == "key_unavailable", reply
-        span = only_span_of(otlp_receiver, trace_id, "the refused job's span")
-        assert span.status_code == STATUS_ERROR and span.status_message == "key_unavailable"
-        assert span.attributes["cfsign.outcome"] == "error" and span.attributes["cfsign.retries"] >= 1
-        assert span.end_ns - span.start_ns >= 1_400_000_000, "the span does not cover key_unavailable_after"
+        push(r, ns, [job(ns, "late", reply="late", traceparent=parent)])
+        [reply] = collect(r, reply_key(ns, "late"), 1, DEADLINE)
     finally:
-        stop_moto(m)
+        m.proc.send_signal(signal.SIGCONT)
+    assert reply["error"]["code"] == "key_unavailable", reply
+    span = only_span_of(otlp_receiver, trace_id, "the refused job's span")
+    assert span.status_code == STATUS_ERROR and span.status_message == "key_unavailable"
+    assert span.attributes["cfsign.outcome"] == "error" and span.attributes["cfsign.retries"] >= 1
+    assert span.end_ns - span.start_ns >= 1_400_000_000, "the span does not cover key_unavailable_after"
 
 
 @needs_softhsm
