@@ -70,7 +70,7 @@ enum Step: Sendable {
 /// Turns raw jobs into outcomes: parse, validate, sign. No Redis here; CPU only.
 struct JobProcessor: Sendable {
     let namespace: Namespace
-    /// `var`: the sign stage puts in the signing policy in use at each batch (it can change live).
+    /// `var`: `withRules(of:)` puts in the signing policy in use (it can change live).
     var signer: LinkSigner
     let workerID: String
     let concurrency: Int
@@ -242,3 +242,16 @@ struct JobProcessor: Sendable {
     static func milliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 }
 
+
+extension JobProcessor {
+    /// This processor with the signing policy in use now (`ConfigFileReloader` can change it):
+    /// every place that validates jobs (the sign stage, and the retries of held jobs, local or
+    /// remote) takes it from here, so none judges a job by a policy already replaced.
+    func withRules(of state: WorkerState) -> JobProcessor {
+        let rules = state.signingRules
+        guard rules != signer.rules else { return self }
+        var updated = self
+        updated.signer = LinkSigner(limits: signer.limits, rules: rules)
+        return updated
+    }
+}

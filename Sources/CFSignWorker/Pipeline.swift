@@ -24,8 +24,7 @@ final class Pipeline: Sendable {
         var processor = processor
         while let batch = pipeline.toSign.take() {
             let group = state.keyGroup
-            let rules = state.signingRules
-            if rules != processor.signer.rules { processor.signer = LinkSigner(limits: processor.signer.limits, rules: rules) }
+            processor = processor.withRules(of: state)
             let refusal = group == nil ? state.keyGroupRefusal.map { "version \($0.version.map(String.init) ?? "?"): \($0.reason)" } : nil
             var outcomes: [Outcome] = []
             var jobs: [[UInt8]] = []
@@ -67,7 +66,7 @@ final class Pipeline: Sendable {
             Thread.sleep(forTimeInterval: min(delay, max(0, limit - Date().timeIntervalSince(start))))
             delay = min(delay * 2, 1)
             let group = state.keyGroup
-            let retried = processor.process(batch: pending.map { jobs[$0] }, group: group)
+            let retried = processor.withRules(of: state).process(batch: pending.map { jobs[$0] }, group: group)
             for (n, i) in pending.enumerated() {
                 // One span per job across its tries (see `JobTrace.continuing`).
                 var again = retried[n]

@@ -113,7 +113,7 @@ final class RemoteSigning: Sendable {
             group = state.keyGroup
             // Each try is parsed afresh; its record continues the first try's, so the job keeps
             // one span from its first try to its reply, the retries as its events.
-            switch processor.step(job.raw, group: group, now: Int64(Date().timeIntervalSince1970), deferRemote: true) {
+            switch processor.withRules(of: state).step(job.raw, group: group, now: Int64(Date().timeIntervalSince1970), deferRemote: true) {
             case .done(var outcome):  // rotated to a key that signs in process, or refused now
                 outcome.trace = outcome.trace?.continuing(job.trace)
                 return outcome
