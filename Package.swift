@@ -159,14 +159,14 @@ let package = Package(
         // The producer half of scripts/bench-producer: many concurrent sign calls through one client.
         .executableTarget(name: "cfsign-client-bench", dependencies: ["CFSignClient", "CFSignCore", "CFSignRedis"]),
         .testTarget(name: "CFSignCoreTests", dependencies: ["CFSignCore"]),
-        .testTarget(name: "CFSignCryptoTests", dependencies: ["CFSignSync", "CFSignCore", "CFSignCrypto"]),
+        .testTarget(name: "CFSignCryptoTests", dependencies: ["CFSignSync", "CFSignCore", "CFSignCrypto", "CFSignTestSupport"]),
         .testTarget(name: "CFSignWorkerTests", dependencies: ["CFSignCore", "CFSignRedis", "CFSignWorker", .product(name: "Configuration", package: "swift-configuration")]),
         .testTarget(name: "CFSignEdgeTests", dependencies: ["CFSignEdge"]),
         .testTarget(name: "CFSignKMSTests", dependencies: ["CFSignKMS"]),
         // Real redis-server and cfsign worker processes for the Redis and worker tests.
         .target(
             name: "CFSignTestSupport",
-            dependencies: ["CFSignRedis"],
+            dependencies: ["CFSignSync", "CFSignRedis"],
             path: "Tests/CFSignTestSupport"
         ),
         .testTarget(

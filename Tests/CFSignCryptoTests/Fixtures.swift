@@ -3,6 +3,7 @@ import CFSignSync
 import Testing
 import CFSignCore
 import CFSignCrypto
+import CFSignTestSupport
 
 /// Key files made once per test run with the `openssl` command line, in a fresh temporary folder.
 ///
@@ -76,21 +77,14 @@ struct Fixtures: Sendable {
         return f
     }
 
-    private static func start(_ arguments: [String]) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["openssl"] + arguments
-        p.standardInput = FileHandle.nullDevice
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        return p
+    private static func start(_ arguments: [String]) throws -> ChildProcess {
+        try ChildProcess("/usr/bin/openssl", arguments)
     }
 
-    private static func wait(_ p: Process, _ what: [String]) throws {
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw FixtureError(message: "openssl \(what.joined(separator: " ")) exited with \(p.terminationStatus)")
+    private static func wait(_ p: ChildProcess, _ what: [String]) throws {
+        let status = p.wait()
+        guard status == 0 else {
+            throw FixtureError(message: "openssl \(what.joined(separator: " ")) exited with \(status)")
         }
     }
 }

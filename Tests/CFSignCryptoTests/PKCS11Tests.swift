@@ -3,6 +3,7 @@ import Synchronization
 import Testing
 import CFSignCore
 @testable import CFSignCrypto
+import CFSignTestSupport
 
 /// Real SoftHSM2 tokens (Debian's `softhsm2`).
 ///
@@ -67,18 +68,7 @@ struct SoftHSM: Sendable {
     }
 
     static func run(_ arguments: [String], tool: String = "/usr/bin/softhsm2-util") throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: tool)
-        p.arguments = arguments
-        p.standardOutput = FileHandle.nullDevice
-        let err = Pipe()
-        p.standardError = err
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            throw FixtureError(message: "\(tool) \(arguments.first ?? ""): \(text)")
-        }
+        try runTool(tool, arguments)
     }
 
     func uri(_ object: String, token: String? = nil, pinFile: String? = nil) -> String {

@@ -9,8 +9,8 @@ import Foundation
 /// let connection = try server.connect()
 /// ```
 public final class RedisServer: @unchecked Sendable {
-    // @unchecked: every stored property is set in init and never changes; `Process` is only
-    // signalled and waited for, which Foundation allows from any thread.
+    // @unchecked: every stored property is set in init and never changes; `ChildProcess` is
+    // signalled and reaped under its own lock.
     public static let executable = "/usr/bin/redis-server"
 
     /// Where to reach it (a TCP loopback port, or a Unix socket).
@@ -18,9 +18,9 @@ public final class RedisServer: @unchecked Sendable {
     /// The TCP port, or nil for a Unix-socket-only server.
     public let port: Int?
     public let directory: TemporaryDirectory
-    private let process: Process
+    private let process: ChildProcess
 
-    private init(url: RedisURL, port: Int?, directory: TemporaryDirectory, process: Process) {
+    private init(url: RedisURL, port: Int?, directory: TemporaryDirectory, process: ChildProcess) {
         self.url = url
         self.port = port
         self.directory = directory
@@ -29,7 +29,7 @@ public final class RedisServer: @unchecked Sendable {
 
     deinit { stop() }
 
-    public var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { process.pid }
     public var isRunning: Bool { process.isRunning }
 
     /// The server's own log (stdout and stderr), for failure messages.
@@ -78,18 +78,12 @@ public final class RedisServer: @unchecked Sendable {
     }
 
     private static func launch(_ arguments: [String], url: RedisURL, port: Int?, directory: TemporaryDirectory) throws -> RedisServer {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        _ = FileManager.default.createFile(atPath: directory.file("redis.log"), contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory.file("redis.log")))
-        defer { try? log.close() }
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch {
+        let process: ChildProcess
+        do {
+            process = try ChildProcess(executable, arguments, output: .file(directory.file("redis.log")))
+        } catch {
             directory.remove()
-            throw TestSupportError("cannot run \(executable): \(error)")
+            throw error
         }
         let server = RedisServer(url: url, port: port, directory: directory, process: process)
         let deadline = Date().addingTimeInterval(10)
@@ -122,12 +116,12 @@ public final class RedisServer: @unchecked Sendable {
 
     /// Kills the server (SIGKILL: a crash, no goodbye) and waits for it, keeping its folder.
     public func kill() {
-        stopProcess(process, signal: SIGKILL, grace: 0)
+        process.stop(signal: SIGKILL, grace: 0)
     }
 
     /// Kills the server, waits for it to exit, and removes its folder. Safe to call twice.
     public func stop() {
-        stopProcess(process, signal: SIGKILL, grace: 0)
+        process.stop(signal: SIGKILL, grace: 0)
         directory.remove()
     }
 }

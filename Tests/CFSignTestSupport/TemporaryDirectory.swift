@@ -33,20 +33,16 @@ public struct TestSupportError: Error, CustomStringConvertible {
 /// Runs a short command line tool to completion; throws with its output if it fails.
 @discardableResult
 public func runTool(_ executable: String, _ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self)
-    guard process.terminationStatus == 0 else {
-        throw TestSupportError("\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(text)")
+    // The output goes to a file the child opens itself: a pipe's write end could leak into a
+    // child another test spawns at the same moment and hold our read open until that one exits.
+    let directory = try TemporaryDirectory(prefix: "cfsign-tool")
+    defer { directory.remove() }
+    let child = try ChildProcess(executable, arguments, output: .file(directory.file("output")))
+    let status = child.wait()
+    guard status == 0 else {
+        throw TestSupportError("\(executable) \(arguments.joined(separator: " ")) exited \(status): \(directory.text("output"))")
     }
-    return text
+    return directory.text("output")
 }
 
 /// A loopback TCP port nobody listens on right now: bind port 0, read what the kernel chose, close.
@@ -68,14 +64,4 @@ public func freeLoopbackPort() throws -> Int {
     }
     guard named == 0 else { throw TestSupportError("getsockname() failed: errno \(errno)") }
     return Int(UInt16(bigEndian: address.sin_port))
-}
-
-/// Stops a child process: `signal` first, SIGKILL if it has not exited within `grace` seconds; then reaps it.
-func stopProcess(_ process: Process, signal: Int32, grace: Double) {
-    guard process.isRunning else { return }
-    kill(process.processIdentifier, signal)
-    let deadline = Date().addingTimeInterval(grace)
-    while process.isRunning, Date() < deadline { usleep(10_000) }
-    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    process.waitUntilExit()
 }

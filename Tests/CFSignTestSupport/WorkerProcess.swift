@@ -39,10 +39,10 @@ public final class TestKeys: @unchecked Sendable {
 /// The built `cfsign` binary run as `cfsign worker --redis URL --namespace NS --allow-inline-keys`,
 /// with short heartbeat, poll and block intervals so tests run quickly. Logs go to a file.
 public final class WorkerProcess: @unchecked Sendable {
-    // @unchecked: set in init, never changed; `Process` is only signalled and waited for.
+    // @unchecked: set in init, never changed; `ChildProcess` is signalled and reaped under its own lock.
     public let namespace: String
     public let directory: TemporaryDirectory
-    private let process: Process
+    private let process: ChildProcess
 
     /// `$CFSIGN_BIN`, else `<package root>/.build/debug/cfsign`.
     public static var binary: String {
@@ -60,7 +60,7 @@ public final class WorkerProcess: @unchecked Sendable {
         "CFSIGN_BLOCK_TIMEOUT": "0.5",
     ]
 
-    private init(namespace: String, directory: TemporaryDirectory, process: Process) {
+    private init(namespace: String, directory: TemporaryDirectory, process: ChildProcess) {
         self.namespace = namespace
         self.directory = directory
         self.process = process
@@ -69,7 +69,7 @@ public final class WorkerProcess: @unchecked Sendable {
     deinit { stop() }
 
     public var isRunning: Bool { process.isRunning }
-    public var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { process.pid }
     /// What the worker logged (stderr).
     public var log: String { directory.text("worker.log") }
 
@@ -81,23 +81,17 @@ public final class WorkerProcess: @unchecked Sendable {
             throw TestSupportError("no cfsign binary at \(binary): run `swift build --build-tests` first, or set CFSIGN_BIN")
         }
         let directory = try TemporaryDirectory(prefix: "cfsign-worker")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["worker", "--redis", redisURLText(redis), "--namespace", namespace, "--allow-inline-keys"] + extraArguments
         // Settings come only from this test: drop any CFSIGN_* of the environment the tests run in.
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CFSIGN_") }
         environment.merge(Self.environment) { _, new in new }
         environment.merge(extraEnvironment) { _, new in new }
-        process.environment = environment
-        _ = FileManager.default.createFile(atPath: directory.file("worker.log"), contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory.file("worker.log")))
-        defer { try? log.close() }
-        process.standardError = log
-        process.standardOutput = log
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch {
+        let arguments = ["worker", "--redis", redisURLText(redis), "--namespace", namespace, "--allow-inline-keys"] + extraArguments
+        let process: ChildProcess
+        do {
+            process = try ChildProcess(binary, arguments, environment: environment, output: .file(directory.file("worker.log")))
+        } catch {
             directory.remove()
-            throw TestSupportError("cannot run \(binary): \(error)")
+            throw error
         }
         let worker = WorkerProcess(namespace: namespace, directory: directory, process: process)
         do {
@@ -115,7 +109,7 @@ public final class WorkerProcess: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             guard process.isRunning else {
-                throw TestSupportError("cfsign worker exited (status \(process.terminationStatus)) before registering:\n\(log)")
+                throw TestSupportError("cfsign worker exited (status \(process.terminationStatus ?? -1)) before registering:\n\(log)")
             }
             if let n = try connection.command(["SCARD", "{\(namespace)}:workers"]).integer, n > 0 { return }
             usleep(20_000)
@@ -125,7 +119,7 @@ public final class WorkerProcess: @unchecked Sendable {
 
     /// SIGTERM (drain and exit), SIGKILL after 5 s; waits for the exit and removes the log folder.
     public func stop() {
-        stopProcess(process, signal: SIGTERM, grace: 5)
+        process.stop(signal: SIGTERM, grace: 5)
         directory.remove()
     }
 
