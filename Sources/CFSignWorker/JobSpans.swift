@@ -1,6 +1,9 @@
 import CFSignCore
 import CFSignCrypto
+import CFSignSync
+import Dispatch
 import Foundation
+import Metrics
 import Tracing
 
 /// What one job's span is made of, recorded while the job is processed (issue 19).
@@ -48,16 +51,38 @@ struct JobTrace: Sendable {
 }
 
 /// Makes each answered job's span on a tracer (the process's `InstrumentationSystem.tracer`,
-/// swift-otel's when the executable bootstrapped it). Used from the reply stage's thread only.
+/// swift-otel's when the executable bootstrapped it), on a thread of its own.
 ///
-/// Exporting never holds the reply stage: a span is handed to the tracer's processor, which queues
-/// it (bounded) and exports in the background; what it cannot queue or send is dropped and
-/// counted by the exporter's wiring (`cfsign_spans_dropped_total`).
+/// The reply stage only hands over what each span needs (`record`), so making spans never holds
+/// the next batch's replies: on a 2-core host it measured about as much of the reply thread's
+/// time as the Redis round trip itself (BENCHMARKS.md). The hand-over is bounded
+/// (`maximumPending`): past it, spans are dropped and counted in `cfsign_spans_dropped_total`,
+/// as swift-otel's own bounded export queue does behind it.
 final class JobSpans: Sendable {
     let tracer: any Tracer
     /// `{NS}:jobs`, the list the jobs came from (`messaging.destination.name`).
     let destination: String
     let operationName: String
+    /// More than swift-otel's default export queue (2048): a burst that fits there fits here.
+    static let maximumPending = 4096
+
+    /// What one span is made of; not the outcome itself, whose job bytes and reply need not live on.
+    struct Finished: Sendable {
+        let trace: JobTrace
+        let enqueuedAtMilliseconds: Int64?
+        let outcome: String
+        let error: ErrorCode?
+        let end: DefaultTracerClock.Instant
+    }
+
+    private struct Pending {
+        var spans: [Finished] = []
+        var finished = false
+    }
+    private let pending = Locked(Pending())
+    private let wake = DispatchSemaphore(value: 0)
+    private let done = DispatchSemaphore(value: 0)
+    private let dropped = Counter(label: "cfsign_spans_dropped_total")
 
     /// nil when the tracer is a no-op (nothing bootstrapped): then the worker takes no timestamps.
     init?(tracer: any Tracer, namespace: Namespace) {
@@ -67,16 +92,58 @@ final class JobSpans: Sendable {
         self.operationName = "process " + namespace.jobs
     }
 
-    /// One span per answered outcome that was traced, ending now (the reply has been pushed).
-    func emit(_ outcomes: [Outcome]) {
-        let end = DefaultTracerClock.now
-        for o in outcomes {
-            guard let trace = o.trace else { continue }
-            emit(o, trace, end: end)
+    /// Starts the thread that makes the spans; `finish()` stops it.
+    func start() {
+        let thread = Thread { [self] in
+            while true {
+                wake.wait()
+                let (batch, finished) = pending.withLock { p in
+                    let batch = p.spans
+                    p.spans.removeAll(keepingCapacity: true)
+                    return (batch, p.finished)
+                }
+                for f in batch { emit(f) }
+                if finished { break }
+            }
+            done.signal()
         }
+        thread.name = "cfsign-spans"
+        thread.start()
     }
 
-    private func emit(_ o: Outcome, _ trace: JobTrace, end: DefaultTracerClock.Instant) {
+    /// Makes the spans still handed over, then returns (the exporter, stopped after the worker,
+    /// then flushes them).
+    func finish() {
+        pending.withLock { $0.finished = true }
+        wake.signal()
+        done.wait()
+    }
+
+    /// Hands over one span per answered outcome that was traced, ending now (the reply has been pushed).
+    func record(_ outcomes: [Outcome]) {
+        let end = DefaultTracerClock.now
+        var refused = 0
+        let added = pending.withLock { p -> Bool in
+            var added = false
+            for o in outcomes {
+                guard let trace = o.trace else { continue }
+                guard p.spans.count < Self.maximumPending else { refused += 1; continue }
+                let outcome: String
+                switch o.kind {
+                case .reply: outcome = o.error == nil ? "ok" : "error"
+                case .dead, .deadInRedis: outcome = "dead"
+                }
+                p.spans.append(Finished(trace: trace, enqueuedAtMilliseconds: o.enqueuedAtMilliseconds, outcome: outcome, error: o.error, end: end))
+                added = true
+            }
+            return added
+        }
+        if added { wake.signal() }
+        if refused > 0 { dropped.increment(by: refused) }
+    }
+
+    private func emit(_ f: Finished) {
+        let trace = f.trace
         var context = InstrumentationContext.topLevel
         if let parent = trace.context {
             var carrier = ["traceparent": parent.traceparent]
@@ -84,6 +151,11 @@ final class JobSpans: Sendable {
             tracer.extract(carrier, into: &context, using: DictionaryExtractor())
         }
         let span = tracer.startSpan(operationName, context: context, ofKind: .consumer, at: trace.parseStart)
+        // Not sampled (OTEL_TRACES_SAMPLER): nothing of it is exported, so nothing more is built.
+        guard span.isRecording else {
+            span.end(at: f.end)
+            return
+        }
         span.updateAttributes { a in
             a["messaging.system"] = "redis"
             a["messaging.destination.name"] = destination
@@ -92,7 +164,7 @@ final class JobSpans: Sendable {
             if let id = trace.jobID { a["messaging.message.id"] = id }
             // From the producer's push to this worker starting on the job (the span's start). The
             // producer's clock: a negative or absurd wait (skew) is left out, never clamped.
-            if let enqueued = o.enqueuedAtMilliseconds {
+            if let enqueued = f.enqueuedAtMilliseconds {
                 let started = Int64(trace.parseStart.nanosecondsSinceEpoch / 1_000_000)
                 let (wait, overflow) = started.subtractingReportingOverflow(enqueued)
                 if !overflow, wait >= 0, wait < 86_400_000 { a["cfsign.queue_wait_ms"] = wait }
@@ -102,13 +174,8 @@ final class JobSpans: Sendable {
             if let algorithm = trace.keyAlgorithm { a["cfsign.key.algorithm"] = algorithm }
             if let hash = trace.hash { a["cfsign.hash"] = hash }
             if !trace.retries.isEmpty { a["cfsign.retries"] = trace.retries.count }
-            let outcome: String
-            switch o.kind {
-            case .reply: outcome = o.error == nil ? "ok" : "error"
-            case .dead, .deadInRedis: outcome = "dead"
-            }
-            a["cfsign.outcome"] = outcome
-            if let code = o.error {
+            a["cfsign.outcome"] = f.outcome
+            if let code = f.error {
                 a["error.type"] = code.rawValue
                 a["cfsign.error.code"] = code.rawValue
             }
@@ -124,9 +191,9 @@ final class JobSpans: Sendable {
             }
             if let signEnd = trace.signEnd { span.addEvent(SpanEvent(name: "signed", at: signEnd)) }
         }
-        span.addEvent(SpanEvent(name: "reply pushed", at: end))
-        if let code = o.error { span.setStatus(SpanStatus(code: .error, message: code.rawValue)) }
-        span.end(at: end)
+        span.addEvent(SpanEvent(name: "reply pushed", at: f.end))
+        if let code = f.error { span.setStatus(SpanStatus(code: .error, message: code.rawValue)) }
+        span.end(at: f.end)
     }
 }
 

@@ -94,7 +94,7 @@ final class ReplyLoop {
         }
         audit(answered, connection)
         // After the round trip, so each span ends when its reply was pushed.
-        spans?.emit(answered)
+        spans?.record(answered)
         if !failed.isEmpty {
             if attempt >= 10 {
                 logger.error("giving up answering jobs after 10 attempts; they stay in this worker's in-flight list and are taken again", metadata: ["jobs": "\(failed.count)", "error": "\(state.lastErrorText ?? "")"])

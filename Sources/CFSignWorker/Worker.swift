@@ -155,6 +155,7 @@ public final class Worker: Service, Sendable {
         processor.cache = state.cache
         processor.tracing = spans != nil
         let signingProcessor = processor
+        spans?.start()
         let stages = DispatchGroup()
         Self.spawn("cfsign-take", group: stages) { [self] in
             TakeLoop(configuration: configuration, state: state, pipeline: pipeline, logger: logger).run()
@@ -170,6 +171,7 @@ public final class Worker: Service, Sendable {
         }
         group.enter()
         stages.notify(queue: .global()) { [self] in
+            spans?.finish()
             fetchFinished.store(true, ordering: .releasing)
             heartbeatWake.signal()
             group.leave()

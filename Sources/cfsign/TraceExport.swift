@@ -104,10 +104,10 @@ struct SpanExportDiagnostics: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-        let all = metadata.merging(explicit ?? [:]) { $1 }
+    func log(event: LogEvent) {
+        let all = metadata.merging(event.metadata ?? [:]) { $1 }
         let count: Int?
-        switch message.description {
+        switch event.message.description {
         case "Failed to export batch.": count = Self.integer(all["batch_size"])
         case "Spans were dropped this iteration because queue was full": count = Self.integer(all["dropped_count"])
         case "Partial success": count = Self.integer(all["rejected_spans"])
@@ -122,7 +122,7 @@ struct SpanExportDiagnostics: LogHandler {
             }
             return
         }
-        if level >= .warning { logger.log(level: level, "trace export: \(message)", metadata: Self.redacted(all)) }
+        if event.level >= .warning { logger.log(level: event.level, "trace export: \(event.message)", metadata: Self.redacted(all)) }
     }
 
     /// swift-otel's warnings about the environment carry the variable's value: no header value (an
