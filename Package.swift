@@ -11,12 +11,14 @@ import PackageDescription
 /// - `CFSignCrypto`: private/public keys, signatures, loaded key groups (OpenSSL libcrypto; keys in
 ///   an HSM through PKCS#11; AWS KMS keys through a loader a module above injects).
 /// - `CFSignKMS`: AWS KMS keys: SigV4, credential providers, KMS and STS over HTTPS, `KMSKey`;
-///   the only module that links AsyncHTTPClient (so the worker library and the fuzz build do not).
+///   with `CFSignEdge` (its origin client), the only modules that link AsyncHTTPClient (so the
+///   worker library and the fuzz build do not).
 /// - `CFSignRedis`: a small, generic, blocking Redis client over hiredis; knows nothing of cfsign.
 /// - `CFSignWorker`: the queue worker.
 /// - `CFSignAdmin`: operator logic an app or script can link: fleet snapshots and the key-group store.
 /// - `CFSignClient`: the producer library a web app links.
-/// - `CFSignEdge`: `cfsign edge`, a local CloudFront stand-in that enforces signed URLs and cookies.
+/// - `CFSignEdge`: `cfsign edge`, a local CloudFront stand-in that enforces signed URLs and cookies;
+///   it forwards to an origin over AsyncHTTPClient (URLSession would link libcurl into every process).
 /// - `cfsign`: the executable; it only wires the above together.
 ///
 /// Linux only: the code calls Glibc directly and links the system's libcrypto and hiredis, so no
@@ -122,6 +124,9 @@ let package = Package(
             name: "CFSignEdge",
             dependencies: [
                 "CFSignSync", "CFSignCore", "CFSignCrypto", "CFSignHTTP", "CFSignRedis",
+                // The origin's HTTP client (not URLSession: see OriginBackend).
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "SystemPackage", package: "swift-system"),

@@ -138,10 +138,13 @@ def test_cache_control_flag_fills_in_when_the_origin_sends_none(edges, origin, k
 
 
 def test_unreachable_origin_is_502(edges, keys, signer):
-    edge = edges.start("--origin", f"http://127.0.0.1:{free_port()}", "--public-key", f"{keys['rsa'].key_id}={keys['rsa'].public}")
+    closed = free_port()
+    edge = edges.start("--origin", f"http://127.0.0.1:{closed}", "--public-key", f"{keys['rsa'].key_id}={keys['rsa'].public}")
     response = get(signer(edge.url("/report.txt")))
     assert response.status_code == 502
     assert "<Code>BadGateway</Code>" in response.text
+    # The reason, in words: which origin, and what the connection attempt got.
+    assert f"The origin http://127.0.0.1:{closed} could not be reached: Connection refused" in response.text
     # Unsigned requests are still refused first.
     assert get(edge.url("/report.txt")).status_code == 403
 
