@@ -193,17 +193,29 @@ package struct JSONReader {
         mutating func string() throws(JSONSyntaxError) -> String {
             index += 1  // opening quote
             let start = index
+            // Every byte OR'ed together: below 0x80, the string is ASCII and so valid UTF-8.
+            var high: UInt8 = 0
             // Fast path: no escapes.
             while index < bytes.count {
                 let b = bytes[index]
                 if b == UInt8(ascii: "\"") {
                     let slice = UnsafeBufferPointer(rebasing: bytes[start..<index])
-                    guard let s = String(validating: slice, as: UTF8.self) else { throw error("string is not valid UTF-8") }
+                    // ASCII (every URL, id and name in a job) needs no validation: `String(validating:)`
+                    // is generic and looked its metadata up at run time on every call, about a
+                    // sixth of a job's parse (perf, BENCHMARKS.md).
+                    let s: String
+                    if high < 0x80 {
+                        s = String(decoding: slice, as: UTF8.self)
+                    } else {
+                        guard let valid = String(validating: slice, as: UTF8.self) else { throw error("string is not valid UTF-8") }
+                        s = valid
+                    }
                     index += 1
                     return s
                 }
                 if b == UInt8(ascii: "\\") { break }
                 if b < 0x20 { throw error("control character in a string") }
+                high |= b
                 index += 1
             }
             var out = Array(UnsafeBufferPointer(rebasing: bytes[start..<index]))

@@ -179,7 +179,7 @@ public enum JobParser {
             guard let r = try fields.string("reply_to") else { throw SigningError(.missingField, "job has no \"reply_to\"") }
             // Bytes, not String.hasPrefix: that compares by canonical equivalence, so "{\u{212A}s}:reply:x"
             // (KELVIN SIGN) would pass for namespace "Ks" while naming a different Redis key.
-            guard r.utf8.starts(with: namespace.replyPrefix.utf8), r.utf8.count > namespace.replyPrefix.utf8.count else {
+            guard Self.startsWithBytes(r, namespace.replyPrefix), r.utf8.count > namespace.replyPrefix.utf8.count else {
                 throw SigningError(.invalidJob, "reply_to must start with \"\(namespace.replyPrefix)\" and name a list after it; a worker never writes anywhere else")
             }
             id = i
@@ -198,6 +198,17 @@ public enum JobParser {
         } catch {
             return .refused(id: id, replyTo: replyTo, error: error)
         }
+    }
+
+    /// Whether `text` begins with the bytes of `prefix`, compared over contiguous UTF-8 (the generic
+    /// `starts(with:)` on two `String.UTF8View`s walks them element by element).
+    private static func startsWithBytes(_ text: String, _ prefix: String) -> Bool {
+        let fast = text.utf8.withContiguousStorageIfAvailable { t in
+            prefix.utf8.withContiguousStorageIfAvailable { p in
+                t.count >= p.count && UnsafeBufferPointer(rebasing: t[..<p.count]).elementsEqual(p)
+            }
+        }
+        return (fast ?? nil) ?? text.utf8.starts(with: prefix.utf8)
     }
 
     private static func request(from fields: inout Fields) throws(SigningError) -> SigningRequest {
@@ -268,7 +279,9 @@ public enum JobParser {
         }
 
         func value(_ name: String) -> JSONValue? {
-            for (n, v) in members where n == name { return v }
+            // Lengths first: most names differ in length, and comparing two Strings is a call.
+            let length = name.utf8.count
+            for (n, v) in members where n.utf8.count == length && n == name { return v }
             return nil
         }
 

@@ -15,6 +15,12 @@ package enum URLRules {
         if count > maximumLength {
             throw SigningError(code, "\(field) is \(count) bytes; at most \(maximumLength) are allowed")
         }
+        // One pass over the contiguous bytes for the usual case, a clean value; the per-byte walk
+        // below (slower through `String.UTF8View`) only runs to name the first bad byte.
+        let clean = value.utf8.withContiguousStorageIfAvailable { bytes in
+            !bytes.contains { $0 <= 0x20 || $0 >= 0x7F || $0 == 0x22 || $0 == 0x5C }
+        }
+        if clean == true { return }
         var offset = 0
         for b in value.utf8 {
             switch b {
