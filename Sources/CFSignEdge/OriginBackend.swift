@@ -9,7 +9,7 @@ import NIOCore
 ///
 /// On AsyncHTTPClient, not URLSession: on Linux URLSession is FoundationNetworking over libcurl
 /// and GnuTLS, about 4 MB of every cfsign process's RSS (the worker's too, which shares the
-/// executable) for the edge's one HTTP client (BENCHMARKS.md, "Memory").
+/// executable) for the edge's one HTTP client (BENCHMARKS.md, "Memory: what the 38 MB are").
 final class OriginBackend: Sendable {
     /// The origin URL without a trailing slash; its path (if any) is put before the request's path,
     /// like CloudFront's origin path.
@@ -87,7 +87,9 @@ final class OriginBackend: Sendable {
         }
         var headers: [(name: String, value: String)] = []
         for name in Self.returnedResponseHeaders {
-            if let value = origin.headers.first(name: name) { headers.append((name, value)) }
+            // A header the origin repeated (Vary) is passed on as one, its values comma-joined.
+            let values = origin.headers[name]
+            if !values.isEmpty { headers.append((name, values.joined(separator: ", "))) }
         }
         if origin.headers.first(name: "Cache-Control") == nil, let fallbackCacheControl {
             headers.append(("Cache-Control", fallbackCacheControl))
