@@ -127,6 +127,7 @@ let package = Package(
                 // The origin's HTTP client (not URLSession: see OriginBackend).
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -166,7 +167,7 @@ let package = Package(
         .testTarget(name: "CFSignCoreTests", dependencies: ["CFSignCore"]),
         .testTarget(name: "CFSignCryptoTests", dependencies: ["CFSignSync", "CFSignCore", "CFSignCrypto", "CFSignTestSupport"]),
         .testTarget(name: "CFSignWorkerTests", dependencies: ["CFSignCore", "CFSignRedis", "CFSignWorker", .product(name: "Configuration", package: "swift-configuration")]),
-        .testTarget(name: "CFSignEdgeTests", dependencies: ["CFSignEdge"]),
+        .testTarget(name: "CFSignEdgeTests", dependencies: ["CFSignEdge", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "CFSignKMSTests", dependencies: ["CFSignKMS"]),
         // Real redis-server and cfsign worker processes for the Redis and worker tests.
         .target(

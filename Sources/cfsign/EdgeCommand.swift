@@ -34,7 +34,9 @@ struct Edge: AsyncParsableCommand {
             resource_mismatch, ...) and one log line on stderr. Other methods get 405; a path that \
             does not exist gets 404, only after the signature was accepted. Files are served with \
             Content-Type, Content-Length, Last-Modified, ETag, Cache-Control and single byte ranges \
-            (206, 416); --origin passes the origin's status, body and headers back.
+            (206, 416); --origin passes the origin's status, body and headers back (redirects are not \
+            followed; a body is buffered up to 64 MiB; the whole request may take 120 s; no proxy \
+            variables are read: the edge connects to the origin itself).
 
             Keys: --public-key ID=FILE for each trusted key (the public key PEM uploaded to CloudFront \
             under that id), or --keygroup-from-redis to trust the keys of {NS}:keygroup (each key's \

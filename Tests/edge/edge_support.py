@@ -233,6 +233,14 @@ def start_test_origin() -> TestOrigin:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+            if path == "/bucket/huge":
+                # Announces one byte over the edge's 64 MiB buffer; the edge refuses on the header.
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str((64 << 20) + 1))
+                self.end_headers()
+                self.close_connection = True
+                return
             if path not in ORIGIN_OBJECTS:
                 body = b"<Error><Code>NoSuchKey</Code></Error>"
                 self.send_response(404)

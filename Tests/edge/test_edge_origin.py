@@ -129,6 +129,13 @@ def test_origin_status_and_cache_control_pass_through(edge, origin, signer):
     assert moved.headers["Location"] == "/bucket/report.txt"
 
 
+def test_an_origin_body_over_64_mib_is_a_502_naming_the_limit(edge, origin, signer):
+    signing = signer(edge.url("/*"), "--resource", edge.url("/*")).split("?", 1)[1]
+    response = get(edge.url("/huge?" + signing))
+    assert response.status_code == 502
+    assert "sent a body over 64 MiB, more than the edge buffers" in response.text
+
+
 def test_cache_control_flag_fills_in_when_the_origin_sends_none(edges, origin, keys, signer):
     edge = edges.start("--origin", origin.base + "/bucket/", "--public-key", f"{keys['rsa'].key_id}={keys['rsa'].public}",
                        "--cache-control", "no-store")
@@ -147,6 +154,17 @@ def test_unreachable_origin_is_502(edges, keys, signer):
     assert f"The origin http://127.0.0.1:{closed} could not be reached: Connection refused" in response.text
     # Unsigned requests are still refused first.
     assert get(edge.url("/report.txt")).status_code == 403
+
+
+def test_an_unreachable_origin_by_host_name_names_no_address_to_the_viewer(edges, keys, signer):
+    # "localhost" resolves to 127.0.0.1 and ::1: the connection error lists each address tried,
+    # which goes to the edge's log, not to the viewer.
+    closed = free_port()
+    edge = edges.start("--origin", f"http://localhost:{closed}", "--public-key", f"{keys['rsa'].key_id}={keys['rsa'].public}")
+    response = get(signer(edge.url("/report.txt")))
+    assert response.status_code == 502
+    assert f"The origin http://localhost:{closed} could not be reached: Connection refused" in response.text
+    assert "127.0.0.1" not in response.text and "::1" not in response.text
 
 
 @pytest.fixture
