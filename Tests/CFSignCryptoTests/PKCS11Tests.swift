@@ -30,7 +30,8 @@ struct SoftHSM: Sendable {
 
     static func make() throws -> SoftHSM {
         let f = try Fixtures.get()
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("cfsign-softhsm-\(getpid())-\(UUID().uuidString)").path
+        // Inside the fixtures' folder, which is removed at exit: no token store is left in /tmp.
+        let root = f.path("softhsm")
         try FileManager.default.createDirectory(atPath: root + "/tokens", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try "directories.tokendir = \(root)/tokens\nobjectstore.backend = file\nlog.level = ERROR\n".write(toFile: root + "/softhsm2.conf", atomically: true, encoding: .utf8)
         setenv("SOFTHSM2_CONF", root + "/softhsm2.conf", 1)
