@@ -126,8 +126,7 @@ final class OriginBackend: Sendable {
         do {
             return try await withThrowingTaskGroup(of: (HTTPClientResponse, ByteBuffer)?.self) { group in
                 group.addTask {
-                    let (seconds, attoseconds) = timeout.components
-                    let response = try await Self.client.execute(request, timeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+                    let response = try await Self.client.execute(request, timeout: TimeAmount(timeout))
                     return (response, try await response.body.collect(upTo: Self.maximumBody))
                 }
                 group.addTask {

@@ -60,10 +60,9 @@ public final class KMSHTTP: Sendable {
         request.method = .POST
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         request.body = .bytes(ByteBuffer(bytes: body))
-        let (seconds, attoseconds) = timeout.components
-        let amount = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         do {
-            let response = try await client.execute(request, timeout: amount)
+            // NIO's own conversion (truncating to nanoseconds, clamped where the arithmetic would overflow).
+            let response = try await client.execute(request, timeout: TimeAmount(timeout))
             let buffer = try await response.body.collect(upTo: 1 << 20)
             return (Int(response.status.code), response.headers.first(name: "x-amzn-ErrorType"), Array(buffer.readableBytesView))
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
