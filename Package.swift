@@ -11,9 +11,13 @@ import PackageDescription
 /// - `CFSignCrypto`: private/public keys, signatures, loaded key groups (OpenSSL libcrypto; keys in
 ///   an HSM through PKCS#11; AWS KMS keys through a loader a module above injects).
 /// - `CFSignKMS`: AWS KMS keys: SigV4, credential providers, KMS and STS over HTTPS, `KMSKey`;
-///   with `CFSignEdge` (its origin client), the only modules that link AsyncHTTPClient (so the
+///   with `CFSignEdge` (its origin client) and `CFSignOTLPHTTP`, the only modules that link AsyncHTTPClient (so the
 ///   worker library and the fuzz build do not).
 /// - `CFSignRedis`: a small, generic, blocking Redis client over hiredis; knows nothing of cfsign.
+/// - `CFSignTracing`: the worker's spans without I/O: the span record, OTLP's protobuf and JSON
+///   bodies, the `OTEL_*` settings, sampling, and the bounded export queue on its own thread.
+/// - `CFSignOTLPHTTP`: posts those bodies to a collector over AsyncHTTPClient (apart, so the
+///   worker library links no HTTP client).
 /// - `CFSignWorker`: the queue worker.
 /// - `CFSignAdmin`: operator logic an app or script can link: fleet snapshots and the key-group store.
 /// - `CFSignClient`: the producer library a web app links.
@@ -34,14 +38,6 @@ let package = Package(
         .library(name: "CFSignWorker", targets: ["CFSignWorker"]),
         .library(name: "CFSignAdmin", targets: ["CFSignAdmin"]),
     ],
-    traits: [
-        // The worker's OTLP/HTTP trace exporter (swift-otel, with async-http-client and
-        // swift-protobuf under it: about 7 minutes of a clean build). The ThreadSanitizer build in
-        // scripts/test passes --disable-default-traits, so CI builds it once, not twice; without
-        // it the worker still records nothing and says so when OTEL_EXPORTER_OTLP_ENDPOINT is set.
-        .trait(name: "OTLPExport", description: "Export the worker's job spans over OTLP/HTTP (swift-otel)"),
-        .default(enabledTraits: ["OTLPExport"]),
-    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -51,8 +47,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
-        // OTLP/HTTP only: the default traits would add gRPC (grpc-swift, HTTP/2) to every build.
-        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         // The worker's settings (ConfigReader over flags, CFSIGN_* variables, the key = value file
         // and defaults). No traits: the default JSON trait parses JSON files, which cfsign does not
@@ -100,7 +94,7 @@ let package = Package(
         .target(
             name: "CFSignWorker",
             dependencies: [
-                "CFSignSync", "CFSignCore", "CFSignCrypto", "CFSignRedis",
+                "CFSignSync", "CFSignCore", "CFSignCrypto", "CFSignRedis", "CFSignTracing",
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -134,6 +128,24 @@ let package = Package(
             ]
         ),
         .target(
+            name: "CFSignTracing",
+            dependencies: [
+                "CFSignSync", "CFSignCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
+            name: "CFSignOTLPHTTP",
+            dependencies: [
+                "CFSignTracing",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .target(
             name: "CFSignAdmin",
             dependencies: ["CFSignCore", "CFSignCrypto", "CFSignRedis"]
         ),
@@ -150,7 +162,7 @@ let package = Package(
             name: "cfsign",
             dependencies: [
                 "CFSignSync",
-                "CFSignCore", "CFSignCrypto", "CFSignKMS", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignHTTP", "CFSignEdge", "CFSignAdmin",
+                "CFSignCore", "CFSignCrypto", "CFSignKMS", "CFSignRedis", "CFSignWorker", "CFSignClient", "CFSignHTTP", "CFSignEdge", "CFSignAdmin", "CFSignTracing", "CFSignOTLPHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -159,7 +171,6 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
-                .product(name: "OTel", package: "swift-otel", condition: .when(traits: ["OTLPExport"])),
             ]
         ),
         // The producer half of scripts/bench-producer: many concurrent sign calls through one client.
@@ -169,6 +180,7 @@ let package = Package(
         .testTarget(name: "CFSignWorkerTests", dependencies: ["CFSignCore", "CFSignRedis", "CFSignWorker", .product(name: "Configuration", package: "swift-configuration")]),
         .testTarget(name: "CFSignEdgeTests", dependencies: ["CFSignEdge", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "CFSignKMSTests", dependencies: ["CFSignKMS"]),
+        .testTarget(name: "CFSignTracingTests", dependencies: ["CFSignTracing", "CFSignCore"]),
         // Real redis-server and cfsign worker processes for the Redis and worker tests.
         .target(
             name: "CFSignTestSupport",

@@ -11,6 +11,7 @@ Rules kept here so no suite has to remember them:
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -635,15 +636,18 @@ class ReceivedSpan:
 
 class OTLPReceiver:
     """A small OTLP/HTTP trace collector on 127.0.0.1: decodes each POSTed
-    `ExportTraceServiceRequest` (opentelemetry-proto, protobuf) and keeps its spans and raw bodies.
-    Point a worker at it with `env()`."""
+    `ExportTraceServiceRequest` (opentelemetry-proto; protobuf, or OTLP/JSON, whose hex ids are
+    turned into protobuf JSON's base64 before `json_format` reads it) and keeps its spans and raw
+    bodies. Point a worker at it with `env()`; set `status` to make it answer with an error."""
 
     def __init__(self) -> None:
         import gzip
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+        from google.protobuf import json_format
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+        self.status = 200
         self.spans: list[ReceivedSpan] = []
         self.bodies: list[bytes] = []
         self.requests: list[tuple[str, str]] = []  # (path, content type)
@@ -656,7 +660,15 @@ class OTLPReceiver:
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 request = trace_service_pb2.ExportTraceServiceRequest()
-                request.ParseFromString(body)
+                if self.headers.get("Content-Type", "").startswith("application/json"):
+                    json_format.ParseDict(OTLPReceiver._hex_ids_as_base64(json.loads(body)), request)
+                else:
+                    request.ParseFromString(body)
+                if receiver.status != 200:
+                    self.send_response(receiver.status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 with receiver._lock:
                     receiver.requests.append((self.path, self.headers.get("Content-Type", "")))
                     receiver.bodies.append(body)
@@ -675,6 +687,17 @@ class OTLPReceiver:
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _hex_ids_as_base64(request: dict) -> dict:
+        """OTLP/JSON writes trace and span ids in hex, protobuf's JSON mapping in base64."""
+        for rs in request.get("resourceSpans", []):
+            for ss in rs.get("scopeSpans", []):
+                for s in ss.get("spans", []):
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if key in s:
+                            s[key] = base64.b64encode(bytes.fromhex(s[key])).decode()
+        return request
 
     @staticmethod
     def _value(v) -> Any:

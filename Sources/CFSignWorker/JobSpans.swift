@@ -3,7 +3,8 @@ import CFSignCrypto
 import CFSignSync
 import Dispatch
 import Foundation
-import Metrics
+import CFSignTracing
+import Logging
 import Tracing
 
 /// What one job's span is made of, recorded while the job is processed (issue 19).
@@ -50,21 +51,15 @@ struct JobTrace: Sendable {
     }
 }
 
-/// Makes each answered job's span on a tracer (the process's `InstrumentationSystem.tracer`,
-/// swift-otel's when the executable bootstrapped it), on a thread of its own.
+/// Makes each answered job's span and hands it to the OTLP exporter (`CFSignTracing`), whose
+/// thread builds, batches and sends the spans.
 ///
 /// The reply stage only hands over what each span needs (`record`), so making spans never holds
-/// the next batch's replies: on a 2-core host it measured about as much of the reply thread's
-/// time as the Redis round trip itself (BENCHMARKS.md). The hand-over is bounded
-/// (`maximumPending`): past it, spans are dropped and counted in `cfsign_spans_dropped_total`,
-/// as swift-otel's own bounded export queue does behind it.
+/// the next batch's replies. The hand-over is the exporter's bounded queue
+/// (`OTEL_BSP_MAX_QUEUE_SIZE`): past it, spans are dropped and counted in
+/// `cfsign_spans_dropped_total`.
 final class JobSpans: Sendable {
-    let tracer: any Tracer
-    /// `{NS}:jobs`, the list the jobs came from (`messaging.destination.name`).
-    let destination: String
-    let operationName: String
-    /// More than swift-otel's default export queue (2048): a burst that fits there fits here.
-    static let maximumPending = 4096
+    private let exporter: SpanExporter<Finished>
 
     /// What one span is made of; not the outcome itself, whose job bytes and reply need not live on.
     struct Finished: Sendable {
@@ -75,131 +70,95 @@ final class JobSpans: Sendable {
         let end: DefaultTracerClock.Instant
     }
 
-    private struct Pending {
-        var spans: [Finished] = []
-        var finished = false
-    }
-    private let pending = Locked(Pending())
-    private let wake = DispatchSemaphore(value: 0)
-    private let done = DispatchSemaphore(value: 0)
-    private let dropped = Counter(label: "cfsign_spans_dropped_total")
-
-    /// nil when the tracer is a no-op (nothing bootstrapped): then the worker takes no timestamps.
-    init?(tracer: any Tracer, namespace: Namespace) {
-        if tracer is NoOpTracer { return nil }
-        self.tracer = tracer
-        self.destination = namespace.jobs
-        self.operationName = "process " + namespace.jobs
-    }
-
-    /// Starts the thread that makes the spans; `finish()` stops it.
-    func start() {
-        let thread = Thread { [self] in
-            while true {
-                wake.wait()
-                let (batch, finished) = pending.withLock { p in
-                    let batch = p.spans
-                    p.spans.removeAll(keepingCapacity: true)
-                    return (batch, p.finished)
-                }
-                for f in batch { emit(f) }
-                if finished { break }
-            }
-            done.signal()
+    /// nil when the sampler samples nothing (`OTEL_TRACES_SAMPLER=always_off`): then the worker
+    /// takes no timestamps.
+    init?(export: TraceExport, namespace: Namespace, version: String, logger: Logger) {
+        let sampler = export.configuration.sampler
+        if sampler.samplesNothing { return nil }
+        let destination = namespace.jobs
+        let name = "process " + namespace.jobs
+        exporter = SpanExporter(export, scopeVersion: version, logger: logger) { f, ids in
+            Self.span(f, name: name, destination: destination, sampler: sampler, ids: &ids)
         }
-        thread.name = "cfsign-spans"
-        thread.start()
     }
 
-    /// Makes the spans still handed over, then returns (the exporter, stopped after the worker,
-    /// then flushes them).
-    func finish() {
-        pending.withLock { $0.finished = true }
-        wake.signal()
-        done.wait()
-    }
+    /// Starts the export thread; `finish()` stops it.
+    func start() { exporter.start() }
+
+    /// Exports the spans still queued, then returns.
+    func finish() { exporter.finish() }
 
     /// Hands over one span per answered outcome that was traced, ending now (the reply has been pushed).
     func record(_ outcomes: [Outcome]) {
         let end = DefaultTracerClock.now
-        var refused = 0
-        let added = pending.withLock { p -> Bool in
-            var added = false
-            for o in outcomes {
-                guard let trace = o.trace else { continue }
-                guard p.spans.count < Self.maximumPending else { refused += 1; continue }
-                let outcome: String
-                switch o.kind {
-                case .reply: outcome = o.error == nil ? "ok" : "error"
-                case .dead, .deadInRedis: outcome = "dead"
-                }
-                p.spans.append(Finished(trace: trace, enqueuedAtMilliseconds: o.enqueuedAtMilliseconds, outcome: outcome, error: o.error, end: end))
-                added = true
+        var finished: [Finished] = []
+        for o in outcomes {
+            guard let trace = o.trace else { continue }
+            let outcome: String
+            switch o.kind {
+            case .reply: outcome = o.error == nil ? "ok" : "error"
+            case .dead, .deadInRedis: outcome = "dead"
             }
-            return added
+            if finished.isEmpty { finished.reserveCapacity(outcomes.count) }
+            finished.append(Finished(trace: trace, enqueuedAtMilliseconds: o.enqueuedAtMilliseconds, outcome: outcome, error: o.error, end: end))
         }
-        if added { wake.signal() }
-        if refused > 0 { dropped.increment(by: refused) }
+        exporter.submit(finished)
     }
 
-    private func emit(_ f: Finished) {
+    /// The span of one job, a child of the producer's `traceparent` when the job carried one; nil
+    /// when it is not sampled. Nothing here may be a signature, a policy, a URL or key material.
+    static func span(_ f: Finished, name: String, destination: String, sampler: Sampler, ids: inout SpanIDGenerator) -> SpanRecord? {
         let trace = f.trace
-        var context = InstrumentationContext.topLevel
-        if let parent = trace.context {
-            var carrier = ["traceparent": parent.traceparent]
-            if let state = parent.tracestate { carrier["tracestate"] = state }
-            tracer.extract(carrier, into: &context, using: DictionaryExtractor())
+        let parent = trace.context
+        let traceID = parent.flatMap { TraceID(hex: $0.traceID) } ?? ids.traceID()
+        guard sampler.isSampled(traceID, parentSampled: parent?.isSampled) else { return nil }
+        var a: [Attribute] = [
+            Attribute("messaging.system", "redis"),
+            Attribute("messaging.destination.name", destination),
+            Attribute("messaging.operation", "process"),
+            Attribute("messaging.operation.type", "process"),
+        ]
+        a.reserveCapacity(16)
+        if let id = trace.jobID { a.append(Attribute("messaging.message.id", id)) }
+        // From the producer's push to this worker starting on the job (the span's start). The
+        // producer's clock: a negative or absurd wait (skew) is left out, never clamped.
+        if let enqueued = f.enqueuedAtMilliseconds {
+            let started = Int64(trace.parseStart.nanosecondsSinceEpoch / 1_000_000)
+            let (wait, overflow) = started.subtractingReportingOverflow(enqueued)
+            if !overflow, wait >= 0, wait < 86_400_000 { a.append(Attribute("cfsign.queue_wait_ms", wait)) }
         }
-        let span = tracer.startSpan(operationName, context: context, ofKind: .consumer, at: trace.parseStart)
-        // Not sampled (OTEL_TRACES_SAMPLER): nothing of it is exported, so nothing more is built.
-        guard span.isRecording else {
-            span.end(at: f.end)
-            return
+        if let keyID = trace.keyID { a.append(Attribute("cfsign.key.id", keyID)) }
+        if let location = trace.keyLocation { a.append(Attribute("cfsign.key.location", location)) }
+        if let algorithm = trace.keyAlgorithm { a.append(Attribute("cfsign.key.algorithm", algorithm)) }
+        if let hash = trace.hash { a.append(Attribute("cfsign.hash", hash)) }
+        if !trace.retries.isEmpty { a.append(Attribute("cfsign.retries", trace.retries.count)) }
+        a.append(Attribute("cfsign.outcome", f.outcome))
+        if let code = f.error {
+            a.append(Attribute("error.type", code.rawValue))
+            a.append(Attribute("cfsign.error.code", code.rawValue))
         }
-        span.updateAttributes { a in
-            a["messaging.system"] = "redis"
-            a["messaging.destination.name"] = destination
-            a["messaging.operation"] = "process"
-            a["messaging.operation.type"] = "process"
-            if let id = trace.jobID { a["messaging.message.id"] = id }
-            // From the producer's push to this worker starting on the job (the span's start). The
-            // producer's clock: a negative or absurd wait (skew) is left out, never clamped.
-            if let enqueued = f.enqueuedAtMilliseconds {
-                let started = Int64(trace.parseStart.nanosecondsSinceEpoch / 1_000_000)
-                let (wait, overflow) = started.subtractingReportingOverflow(enqueued)
-                if !overflow, wait >= 0, wait < 86_400_000 { a["cfsign.queue_wait_ms"] = wait }
-            }
-            if let keyID = trace.keyID { a["cfsign.key.id"] = keyID }
-            if let location = trace.keyLocation { a["cfsign.key.location"] = location }
-            if let algorithm = trace.keyAlgorithm { a["cfsign.key.algorithm"] = algorithm }
-            if let hash = trace.hash { a["cfsign.hash"] = hash }
-            if !trace.retries.isEmpty { a["cfsign.retries"] = trace.retries.count }
-            a["cfsign.outcome"] = f.outcome
-            if let code = f.error {
-                a["error.type"] = code.rawValue
-                a["cfsign.error.code"] = code.rawValue
-            }
-        }
+        var events: [SpanRecord.Event] = []
         if let signStart = trace.signStart {
-            span.addEvent(SpanEvent(name: "parsed", at: signStart))
+            events.append(SpanRecord.Event("parsed", at: signStart.nanosecondsSinceEpoch))
             // Each retry after the key's holder did not sign; `cfsign.attempt` counts from 1 (the first try).
             for (n, at) in trace.retries.enumerated() {
-                var attributes = SpanAttributes()
-                attributes["cfsign.attempt"] = n + 2
-                attributes["error.type"] = ErrorCode.keyUnavailable.rawValue
-                span.addEvent(SpanEvent(name: "retry", at: at, attributes: attributes))
+                events.append(SpanRecord.Event("retry", at: at.nanosecondsSinceEpoch, attributes: [
+                    Attribute("cfsign.attempt", n + 2),
+                    Attribute("error.type", ErrorCode.keyUnavailable.rawValue),
+                ]))
             }
-            if let signEnd = trace.signEnd { span.addEvent(SpanEvent(name: "signed", at: signEnd)) }
+            if let signEnd = trace.signEnd { events.append(SpanRecord.Event("signed", at: signEnd.nanosecondsSinceEpoch)) }
         }
-        span.addEvent(SpanEvent(name: "reply pushed", at: f.end))
-        if let code = f.error { span.setStatus(SpanStatus(code: .error, message: code.rawValue)) }
-        span.end(at: f.end)
+        events.append(SpanRecord.Event("reply pushed", at: f.end.nanosecondsSinceEpoch))
+        return SpanRecord(
+            traceID: traceID, spanID: ids.spanID(),
+            parentSpanID: parent.flatMap { UInt64($0.parentID, radix: 16) },
+            traceState: parent?.tracestate,
+            name: name, kind: .consumer,
+            startNanoseconds: trace.parseStart.nanosecondsSinceEpoch, endNanoseconds: f.end.nanosecondsSinceEpoch,
+            attributes: a, events: events, errorMessage: f.error?.rawValue,
+            parentIsRemote: parent != nil)
     }
-}
-
-/// Reads W3C headers out of the two strings a job carries.
-struct DictionaryExtractor: Extractor {
-    func extract(key: String, from carrier: [String: String]) -> String? { carrier[key] }
 }
 
 extension KeyLocation {

@@ -7,7 +7,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
-import Tracing
+import CFSignTracing
 
 /// A cfsign worker process: the fetch, heartbeat and key-group threads around one shared state.
 ///
@@ -21,21 +21,24 @@ public final class Worker: Service, Sendable {
     private let state: WorkerState
     private let heartbeatWake = DispatchSemaphore(value: 0)
     private let fetchFinished = Atomic<Bool>(false)
-    /// nil: not tracing (no tracer bootstrapped), and no timestamps are taken.
+    /// nil: not tracing (no export configured, or a sampler that samples nothing), and no
+    /// timestamps are taken.
     private let spans: JobSpans?
     private let kms: (any KMSKeyLoader)?
 
-    /// - Parameter tracer: where job spans go; nil: `InstrumentationSystem.tracer` (swift-otel's
-    ///   when the executable bootstrapped it, else a no-op, and then the worker records nothing).
+    /// - Parameter traces: where job spans go (OTLP/HTTP, from the `OTEL_*` variables); nil: the
+    ///   worker records nothing.
+    /// - Parameter version: this build's version, the exported spans' instrumentation scope version.
     /// - Parameter kms: loads groups' `awskms:` keys (`CFSignKMS.AWSKMSKeys()`); nil refuses them.
-    public init(configuration: WorkerConfiguration, logger: Logger, tracer: (any Tracer)? = nil, kms: (any KMSKeyLoader)? = nil) {
+    public init(configuration: WorkerConfiguration, logger: Logger, traces: TraceExport? = nil, version: String = "",
+                kms: (any KMSKeyLoader)? = nil) {
         self.configuration = configuration
         self.kms = kms
-        self.spans = JobSpans(tracer: tracer ?? InstrumentationSystem.tracer, namespace: configuration.namespace)
         self.state = WorkerState(signatureCacheSize: configuration.signatureCacheSize, rules: configuration.rules)
         var logger = logger
         logger[metadataKey: "worker"] = "\(configuration.workerID)"
         self.logger = logger
+        self.spans = traces.flatMap { JobSpans(export: $0, namespace: configuration.namespace, version: version, logger: logger) }
     }
 
     /// The signing policy for the jobs taken from now on (a batch being signed keeps the one it

@@ -7,8 +7,9 @@ import Metrics
 import Prometheus
 import Synchronization
 import ServiceLifecycle
-import Tracing
 import CFSignKMS
+import CFSignOTLPHTTP
+import CFSignTracing
 
 struct Worker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -206,26 +207,22 @@ struct Worker: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         // Before any descriptor is opened for HTTP: see HTTPConnectionBudget.
         let limits = HTTPConnectionBudget.limits(for: configuration, logger: logger)
-        // Traces (OTEL_EXPORTER_OTLP_ENDPOINT): a tracer for the worker and the exporter's service.
-        let traces: TraceExport.Backend?
+        // Traces (OTEL_EXPORTER_OTLP_ENDPOINT): the worker's spans, exported over OTLP/HTTP.
+        let traces: TraceExport?
         do {
-            traces = try TraceExport.make(environment: ProcessInfo.processInfo.environment, logger: logger)
+            traces = try TraceExportConfiguration(environment: ProcessInfo.processInfo.environment).map {
+                TraceExport(configuration: $0, transport: OTLPHTTPTransport(configuration: $0))
+            }
         } catch {
             throw Terminal.fail(nil, "worker not started: \(error.message)")
         }
         if let traces {
-            // Also for anything else in this process that injects or extracts trace context.
-            InstrumentationSystem.bootstrap(traces.tracer)
-            logger.notice("exporting traces over OTLP/HTTP", metadata: ["endpoint": "\(TraceExport.loggedEndpoint(ProcessInfo.processInfo.environment))"])
+            logger.notice("exporting traces over OTLP/HTTP", metadata: ["endpoint": "\(traces.configuration.loggedEndpoint)"])
         }
-        let worker = CFSignWorker.Worker(configuration: configuration, logger: logger, tracer: traces?.tracer, kms: AWSKMSKeys())
-        // The trace exporter first, then the HTTP endpoint: the group stops services in reverse
-        // order, so /readyz keeps saying "draining" until the worker has answered what it holds,
-        // and the exporter flushes the last spans after that.
-        // An exporter that ends or fails stops tracing, never signing.
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = traces.map {
-            [.init(service: $0.service, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore)]
-        } ?? []
+        let worker = CFSignWorker.Worker(configuration: configuration, logger: logger, traces: traces, version: CFSignVersion.text, kms: AWSKMSKeys())
+        // The group stops services in reverse order: the worker first, so /readyz keeps saying
+        // "draining" until the worker has answered what it holds (and exported its last spans).
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // The live settings (log level, signing policy) follow the config file while the worker runs.
         if let reloader = ConfigFileReloader(providers: providers, logger: logger, apply: { [worker] new in
             level.set(Logger.Level(rawValue: new.logLevel) ?? .info)

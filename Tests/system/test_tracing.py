@@ -44,12 +44,9 @@ def traceparent() -> tuple[str, str, str]:
 
 
 def start_traced(workers, redis_server, ns, test_keys, env, http=False):
-    """A worker with the RSA key (active) exporting to `env`'s endpoint; skips when this cfsign
-    was built without the OTLPExport trait (the sanitizer builds)."""
+    """A worker with the RSA key (active) exporting to `env`'s endpoint."""
     store_keygroup(redis_server.client(), ns, [test_keys["rsa"], test_keys["ec"]])
     worker = workers.start(redis_server, ns, env=env, http=http)
-    if "built without trace export" in worker.log():
-        pytest.skip("this cfsign was built without the OTLPExport trait")
     return worker
 
 
@@ -184,6 +181,41 @@ def test_a_dead_collector_does_not_hold_jobs_and_dropped_spans_are_counted(worke
     assert collect(r, reply_key(ns, "after"), 1, DEADLINE)[0]["ok"] is True
 
 
+def test_a_collector_that_answers_an_error_loses_that_batch_only_and_it_is_counted(
+        workers, redis_server, ns, test_keys, otlp_receiver):
+    otlp_receiver.status = 503
+    worker = start_traced(workers, redis_server, ns, test_keys, otlp_receiver.env(), http=True)
+    r = redis_server.client()
+    push(r, ns, [job(ns, f"e{i}", reply="erroring") for i in range(5)])
+    assert len(collect(r, reply_key(ns, "erroring"), 5, DEADLINE)) == 5
+    wait_until(lambda: (metric_value(worker.metrics(), "cfsign_spans_dropped_total") or 0) >= 5, DEADLINE,
+               what="the 5 spans the collector refused counted as dropped")
+    assert "the collector answered 503" in worker.log()
+    # The collector back: the next spans arrive (nothing was retried, so nothing arrives twice).
+    otlp_receiver.status = 200
+    parent, trace_id, _ = traceparent()
+    push(r, ns, [job(ns, "recovered", reply="erroring", traceparent=parent)])
+    collect(r, reply_key(ns, "erroring"), 1, DEADLINE)
+    otlp_receiver.wait_for(lambda s: s.trace_id == trace_id)
+    assert [s.attributes["messaging.message.id"] for s in otlp_receiver.received()] == ["recovered"]
+    assert metric_value(worker.metrics(), "cfsign_spans_exported_total") == 1
+
+
+def test_http_json_carries_the_same_span(workers, redis_server, ns, test_keys, otlp_receiver):
+    start_traced(workers, redis_server, ns, test_keys, otlp_receiver.env(OTEL_EXPORTER_OTLP_PROTOCOL="http/json"))
+    r = redis_server.client()
+    parent, trace_id, parent_id = traceparent()
+    push(r, ns, [job(ns, "json-1", reply="json", traceparent=parent, expires_in=10 * 365 * 86400)])  # refused: ttl_too_long
+    collect(r, reply_key(ns, "json"), 1, DEADLINE)
+    [span] = otlp_receiver.wait_for(lambda s: s.trace_id == trace_id)
+    assert otlp_receiver.requests[0] == ("/v1/traces", "application/json")
+    assert span.parent_span_id == parent_id and span.kind == SPAN_KIND_CONSUMER
+    assert span.attributes["messaging.message.id"] == "json-1"
+    assert span.status_code == STATUS_ERROR and span.status_message == "ttl_too_long"
+    assert [name for name, _ in span.events] == ["parsed", "signed", "reply pushed"]
+    assert span.resource["service.name"] == "cfsign-worker"
+
+
 @pytest.mark.parametrize("example", ["python_producer.py", "redis_cli_producer.sh"])
 def test_the_producer_examples_pass_traceparent_by_hand(example, workers, redis_server, ns, test_keys, otlp_receiver):
     import subprocess
@@ -212,8 +244,6 @@ def start_kms_traced(workers, redis_server, ns, moto, key, tmp_path, otlp_receiv
     """A worker signing with `key` (KMS, in moto) as its only key, exporting to the receiver."""
     redis_server.client().set(f"{{{ns}}}:keygroup", group([{"id": KMS_KEY_ID, "private_key_uri": key.uri}], KMS_KEY_ID))
     worker = workers.start(redis_server, ns, env={**moto.env(tmp_path, **settings), **otlp_receiver.env()})
-    if "built without trace export" in worker.log():
-        pytest.skip("this cfsign was built without the OTLPExport trait")
     return worker
 
 
@@ -344,8 +374,6 @@ def test_a_job_held_for_a_removed_hsm_token_has_one_span_across_its_retries(
     r.set(f"{{{ns}}}:keygroup", json.dumps({"version": 1, "active": rsa.key_id, "keys": [
         {"id": rsa.key_id, "private_key_uri": token.uri("KRSA")}]}))
     worker = workers.start(redis_server, ns, env={**token.env, "CFSIGN_KEY_UNAVAILABLE_AFTER": "60", **otlp_receiver.env()})
-    if "built without trace export" in worker.log():
-        pytest.skip("this cfsign was built without the OTLPExport trait")
     token_folder(token).rename(token.conf.parent / "token-away")
     parent, trace_id, _ = traceparent()
     push(r, ns, [job(ns, "hsm-held", reply="hsm", traceparent=parent)])

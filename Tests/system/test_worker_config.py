@@ -21,6 +21,11 @@ CASES = [
     ("http_header_timeout_not_a_number", [], {}, "http_header_timeout = soon\n", "http_header_timeout"),
     # A setting that has only had a flag since every setting got one: named as the flag.
     ("reply_ttl_flag_not_a_duration", ["--reply-ttl", "x"], {}, None, "flag --reply-ttl"),
+    # The trace exporter's OTEL_* variables (docs/TRACING.md), checked before Redis is dialled.
+    ("otlp_grpc", [], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, None, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+    ("otlp_sampler_unknown", [], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_TRACES_SAMPLER": "sometimes"}, None, "OTEL_TRACES_SAMPLER"),
+    ("otlp_timeout_not_a_number", [], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_TIMEOUT": "10s"}, None, "OTEL_EXPORTER_OTLP_TIMEOUT"),
+    ("otlp_endpoint_not_http", [], {"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4318"}, None, "OTEL_EXPORTER_OTLP_ENDPOINT"),
 ]
 
 

@@ -1,0 +1,239 @@
+import CFSignCore
+import CFSignSync
+import Dispatch
+import Foundation
+import Logging
+import Metrics
+
+/// Carries one export body to the collector (`CFSignOTLPHTTP`'s AsyncHTTPClient transport in the
+/// worker); kept out of this module so the worker library, which links this one, links no HTTP
+/// client (the fuzz build compiles the worker library).
+public protocol SpanTransport: Sendable {
+    /// POSTs `body`, waiting at most `timeout`; throws `SpanTransportFailure` when no answer came.
+    func post(_ body: [UInt8], contentType: String, timeout: Duration) throws(SpanTransportFailure) -> SpanTransportResponse
+    /// Called once, after the last `post`.
+    func shutdown()
+}
+
+public struct SpanTransportResponse: Sendable {
+    public var status: Int
+    public var reason: String
+    public var body: [UInt8]
+    public init(status: Int, reason: String, body: [UInt8]) {
+        self.status = status
+        self.reason = reason
+        self.body = body
+    }
+}
+
+/// Why a batch got no answer, in words for the log (no credentials, no body).
+public struct SpanTransportFailure: Error, Sendable {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+}
+
+/// What the worker needs to export: where and how, and what carries the bytes.
+public struct TraceExport: Sendable {
+    public let configuration: TraceExportConfiguration
+    public let transport: any SpanTransport
+    public init(configuration: TraceExportConfiguration, transport: any SpanTransport) {
+        self.configuration = configuration
+        self.transport = transport
+    }
+}
+
+/// Batches finished spans and POSTs them to an OTLP/HTTP collector, on a thread of its own
+/// (`cfsign-spans`), so that neither a slow collector nor the cost of making spans reaches the
+/// threads that sign and reply.
+///
+/// The queue is bounded (`OTEL_BSP_MAX_QUEUE_SIZE`): what arrives while it is full, and every span
+/// of a batch the collector does not take (down, slow past `OTEL_EXPORTER_OTLP_TIMEOUT`, an error
+/// status, a partial success), is dropped and counted in `cfsign_spans_dropped_total`, with at most
+/// one warning a minute in the log. Nothing is retried: a span is worth less than the next job's
+/// time, and a retry would hold the queue for the collector that just failed.
+///
+/// `Item` is what the producer of spans hands over (cheap to make on a hot thread); `makeSpan`
+/// turns it into a span on the export thread, or returns nil for one not sampled.
+public final class SpanExporter<Item: Sendable>: Sendable {
+    public typealias MakeSpan = @Sendable (Item, inout SpanIDGenerator) -> SpanRecord?
+
+    public let configuration: TraceExportConfiguration
+    private let request: OTLPTraceRequest
+    private let makeSpan: MakeSpan
+    private let logger: Logger
+    private let transport: any SpanTransport
+
+    private struct Pending {
+        var items: [Item] = []
+        var finished = false
+    }
+    private let pending = Locked(Pending())
+    private let wake = DispatchSemaphore(value: 0)
+    private let done = DispatchSemaphore(value: 0)
+    private let dropped = Counter(label: "cfsign_spans_dropped_total")
+    private let exported = Counter(label: "cfsign_spans_exported_total")
+    private let lastWarning = Locked<ContinuousClock.Instant?>(nil)
+
+    public init(_ export: TraceExport, scopeVersion: String, logger: Logger, makeSpan: @escaping MakeSpan) {
+        self.configuration = export.configuration
+        self.transport = export.transport
+        self.request = OTLPTraceRequest(resource: configuration.resource, scopeName: "cfsign", scopeVersion: scopeVersion)
+        self.makeSpan = makeSpan
+        self.logger = logger
+    }
+
+    /// Starts the export thread; `finish()` stops it.
+    public func start() {
+        let thread = Thread { [self] in
+            var ids = SpanIDGenerator()
+            var spans: [SpanRecord] = []
+            spans.reserveCapacity(configuration.maxExportBatchSize)
+            while true {
+                _ = wake.wait(timeout: .now() + .milliseconds(Int(configuration.scheduleDelay / .milliseconds(1))))
+                let (items, finished) = pending.withLock { p in
+                    let items = p.items
+                    p.items.removeAll(keepingCapacity: true)
+                    return (items, p.finished)
+                }
+                // At the end, one failed batch drops the rest: a drain waits for the collector
+                // at most one timeout.
+                var failed = false
+                for item in items {
+                    guard let span = makeSpan(item, &ids) else { continue }
+                    spans.append(span)
+                    if spans.count == configuration.maxExportBatchSize {
+                        if finished && failed { drop(spans.count, reason: "the worker is stopping and the collector failed") } else { failed = !send(spans) }
+                        spans.removeAll(keepingCapacity: true)
+                    }
+                }
+                if !spans.isEmpty {
+                    if finished && failed { drop(spans.count, reason: "the worker is stopping and the collector failed") } else { _ = send(spans) }
+                    spans.removeAll(keepingCapacity: true)
+                }
+                if finished { break }
+            }
+            transport.shutdown()
+            done.signal()
+        }
+        thread.name = "cfsign-spans"
+        thread.start()
+    }
+
+    /// Queues items for export, dropping (and counting) what does not fit.
+    public func submit(_ items: some Collection<Item>) {
+        guard !items.isEmpty else { return }
+        let limit = configuration.maxQueueSize
+        let batch = configuration.maxExportBatchSize
+        let (refused, full) = pending.withLock { p -> (Int, Bool) in
+            let room = max(0, limit - p.items.count)
+            p.items.append(contentsOf: items.prefix(room))
+            return (items.count - min(room, items.count), p.items.count >= batch)
+        }
+        if refused > 0 { drop(refused, reason: "the export queue is full (OTEL_BSP_MAX_QUEUE_SIZE=\(limit))") }
+        if full { wake.signal() }
+    }
+
+    /// Exports what is queued, then returns; bounded by one request timeout per batch.
+    public func finish() {
+        pending.withLock { $0.finished = true }
+        wake.signal()
+        done.wait()
+    }
+
+    /// false when the batch got no answer or an error status.
+    private func send(_ spans: [SpanRecord]) -> Bool {
+        let body = configuration.encoding == .protobuf ? request.protobuf(spans) : request.json(spans)
+        let response: SpanTransportResponse
+        do {
+            response = try transport.post(body, contentType: configuration.encoding.contentType, timeout: configuration.timeout)
+        } catch {
+            drop(spans.count, reason: error.reason)
+            return false
+        }
+        guard (200..<300).contains(response.status) else {
+            drop(spans.count, reason: "the collector answered \(response.status) \(response.reason)")
+            return false
+        }
+        let rejected = min(Self.rejectedSpans(in: response.body, encoding: configuration.encoding), spans.count)
+        if rejected > 0 { drop(rejected, reason: "the collector rejected some (a partial success)") }
+        exported.increment(by: spans.count - rejected)
+        return true
+    }
+
+    private func drop(_ count: Int, reason: String) {
+        dropped.increment(by: count)
+        let now = ContinuousClock.now
+        let warn = lastWarning.withLock { last -> Bool in
+            if let l = last, now - l < .seconds(60) { return false }
+            last = now
+            return true
+        }
+        if warn {
+            logger.warning("trace export: spans dropped (counted in cfsign_spans_dropped_total; at most one such line a minute)",
+                           metadata: ["spans_dropped": "\(count)", "reason": "\(reason)", "endpoint": "\(configuration.loggedEndpoint)"])
+        }
+    }
+
+    /// `ExportTraceServiceResponse.partial_success.rejected_spans`, 0 when absent or unreadable.
+    static func rejectedSpans(in body: [UInt8], encoding: TraceExportConfiguration.Encoding) -> Int {
+        switch encoding {
+        case .json:
+            guard let v = try? JSONReader.parse(body), case .object(let top) = v,
+                  case .object(let partial)? = top.first(where: { $0.0 == "partialSuccess" })?.1,
+                  let rejected = partial.first(where: { $0.0 == "rejectedSpans" })?.1 else { return 0 }
+            switch rejected {
+            case .string(let s): return Int(s).map { $0.clamped(0, Int(Int32.max)) } ?? 0
+            case .integer(let n): return Int(n).clamped(0, Int(Int32.max))
+            default: return 0
+            }
+        case .protobuf:
+            var reader = ProtobufReader(body[...])
+            while let (field, value) = reader.next() {
+                guard field == 1, case .bytes(let partial) = value else { continue }
+                var inner = ProtobufReader(partial)
+                while let (f, v) = inner.next() {
+                    if f == 1, case .varint(let n) = v { return Int(truncatingIfNeeded: Int64(bitPattern: n)).clamped(0, Int(Int32.max)) }
+                }
+            }
+            return 0
+        }
+    }
+}
+
+/// Reads protobuf fields, stopping (nil) at the end or at anything malformed: it only reads a
+/// collector's short answer.
+struct ProtobufReader {
+    enum Value { case varint(UInt64), bytes(ArraySlice<UInt8>), other }
+    private var rest: ArraySlice<UInt8>
+
+    init(_ bytes: ArraySlice<UInt8>) { rest = bytes }
+
+    private mutating func varint() -> UInt64? {
+        var value: UInt64 = 0
+        for shift in stride(from: 0, to: 64, by: 7) {
+            guard let b = rest.popFirst() else { return nil }
+            value |= UInt64(b & 0x7F) << UInt64(shift)
+            if b & 0x80 == 0 { return value }
+        }
+        return nil
+    }
+
+    mutating func next() -> (UInt64, Value)? {
+        guard let key = varint() else { return nil }
+        switch key & 7 {
+        case 0: return varint().map { (key >> 3, .varint($0)) }
+        case 1: guard rest.count >= 8 else { return nil }; rest = rest.dropFirst(8); return (key >> 3, .other)
+        case 5: guard rest.count >= 4 else { return nil }; rest = rest.dropFirst(4); return (key >> 3, .other)
+        case 2:
+            guard let n = varint(), n <= UInt64(rest.count) else { return nil }
+            let value = rest.prefix(Int(n))
+            rest = rest.dropFirst(Int(n))
+            return (key >> 3, .bytes(value))
+        default: return nil
+        }
+    }
+}
+
+extension Comparable {
+    fileprivate func clamped(_ low: Self, _ high: Self) -> Self { min(max(self, low), high) }
+}

@@ -1,0 +1,276 @@
+/// Where and how the worker exports spans, read from the standard OpenTelemetry variables
+/// (OpenTelemetry's "Environment Variable Specification" and "OTLP Exporter Configuration"), and
+/// refused whole, with a message naming the variable, when one of them is unusable: a worker that
+/// starts must export what its operator asked for.
+public struct TraceExportConfiguration: Sendable {
+    /// The full URL spans are POSTed to (`…/v1/traces` under a base endpoint).
+    public var endpoint: String
+    public var encoding: Encoding
+    /// Extra request headers (an API key for a hosted backend): never logged.
+    public var headers: [(name: String, value: String)]
+    /// One export request's deadline, connecting included.
+    public var timeout: Duration
+    /// How long a span may wait for its batch to fill before the batch is sent anyway.
+    public var scheduleDelay: Duration
+    /// Spans held while a batch is being sent; past it, new spans are dropped and counted.
+    public var maxQueueSize: Int
+    public var maxExportBatchSize: Int
+    public var sampler: Sampler
+    public var resource: [Attribute]
+
+    public enum Encoding: Sendable, Equatable {
+        case protobuf, json
+        public var contentType: String { self == .protobuf ? "application/x-protobuf" : "application/json" }
+    }
+
+    public struct Failure: Error, Sendable, CustomStringConvertible {
+        public let message: String
+        init(_ message: String) { self.message = message }
+        public var description: String { message }
+    }
+
+    /// Whether the environment asks for trace export at all: an endpoint is set, and neither
+    /// `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` says otherwise.
+    public static func isRequested(_ environment: [String: String]) -> Bool {
+        let set = { (name: String) in !(environment[name] ?? "").isEmpty }
+        return (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+            && environment["OTEL_SDK_DISABLED"]?.lowercased() != "true"
+            && environment["OTEL_TRACES_EXPORTER"].map { $0.lowercased() != "none" } ?? true
+    }
+
+    /// nil when export is not requested (`isRequested`).
+    public init?(environment: [String: String]) throws(Failure) {
+        guard Self.isRequested(environment) else { return nil }
+        let env = Variables(environment)
+
+        if let exporter = env["OTEL_TRACES_EXPORTER"], exporter.lowercased() != "otlp" {
+            throw Failure("OTEL_TRACES_EXPORTER=\(exporter) is not offered: the worker exports over OTLP only (otlp, the default, or none)")
+        }
+        if let traces = env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] {
+            endpoint = try Self.checkedURL(traces, variable: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        } else {
+            let base = try Self.checkedURL(env["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "", variable: "OTEL_EXPORTER_OTLP_ENDPOINT")
+            endpoint = (base.hasSuffix("/") ? base : base + "/") + "v1/traces"
+        }
+
+        let (protocolName, protocolVariable) = env.signal("PROTOCOL")
+        switch protocolName ?? "http/protobuf" {
+        case "http/protobuf": encoding = .protobuf
+        case "http/json": encoding = .json
+        case let other:
+            throw Failure("\(protocolVariable)=\(other) is not offered: this worker exports traces over OTLP/HTTP only (http/protobuf, the default, or http/json)")
+        }
+        let (compression, compressionVariable) = env.signal("COMPRESSION")
+        if let compression, compression.lowercased() != "none" {
+            throw Failure("\(compressionVariable)=\(compression) is not offered: spans are sent uncompressed (none)")
+        }
+        for suffix in ["CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE"] {
+            let (value, variable) = env.signal(suffix)
+            if value != nil {
+                throw Failure("\(variable) is not offered: an https endpoint is checked against the system's trust store, and no client certificate is sent")
+            }
+        }
+
+        var headers: [(name: String, value: String)] = []
+        for variable in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
+            for (name, value) in try Self.list(env[variable] ?? "", variable: variable, showValues: false) {
+                guard name.utf8.allSatisfy(Self.isTokenByte) else {
+                    throw Failure("\(variable): \"\(name)\" is not a header name")
+                }
+                guard !value.utf8.contains(where: { $0 < 0x20 && $0 != 0x09 || $0 == 0x7F }) else {
+                    throw Failure("\(variable): the value of \(name) holds a control character")
+                }
+                headers.removeAll { $0.name.lowercased() == name.lowercased() }  // the traces variable wins
+                headers.append((name, value))
+            }
+        }
+        self.headers = headers
+
+        let (timeoutText, timeoutVariable) = env.signal("TIMEOUT")
+        var timeout = try Self.milliseconds(timeoutText, variable: timeoutVariable, default: 10_000)
+        // The batch processor's own export deadline; the shorter of the two bounds a request.
+        timeout = min(timeout, try Self.milliseconds(env["OTEL_BSP_EXPORT_TIMEOUT"], variable: "OTEL_BSP_EXPORT_TIMEOUT", default: 30_000))
+        self.timeout = timeout
+        scheduleDelay = try Self.milliseconds(env["OTEL_BSP_SCHEDULE_DELAY"], variable: "OTEL_BSP_SCHEDULE_DELAY", default: 5_000)
+        maxQueueSize = try Self.count(env["OTEL_BSP_MAX_QUEUE_SIZE"], variable: "OTEL_BSP_MAX_QUEUE_SIZE", default: 2048)
+        maxExportBatchSize = try Self.count(env["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"], variable: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", default: 512)
+        if maxExportBatchSize > maxQueueSize {
+            throw Failure("OTEL_BSP_MAX_EXPORT_BATCH_SIZE=\(maxExportBatchSize) is more than OTEL_BSP_MAX_QUEUE_SIZE=\(maxQueueSize): a batch is taken from the queue")
+        }
+
+        sampler = try Sampler(name: env["OTEL_TRACES_SAMPLER"], argument: env["OTEL_TRACES_SAMPLER_ARG"])
+
+        var resource = try Self.list(env["OTEL_RESOURCE_ATTRIBUTES"] ?? "", variable: "OTEL_RESOURCE_ATTRIBUTES", showValues: true)
+            .map { Attribute($0.0, $0.1) }
+        let serviceName = env["OTEL_SERVICE_NAME"]
+            ?? resource.first { $0.key == "service.name" }.map { if case .string(let s) = $0.value { s } else { "" } }
+            ?? "cfsign-worker"
+        resource.removeAll { ["service.name", "telemetry.sdk.name", "telemetry.sdk.language"].contains($0.key) }
+        resource.insert(contentsOf: [
+            Attribute("service.name", serviceName),
+            Attribute("telemetry.sdk.name", "cfsign"),
+            Attribute("telemetry.sdk.language", "swift"),
+        ], at: 0)
+        self.resource = resource
+    }
+
+    /// The endpoint as the worker logs it: its `user:password@`, if any, as `***@`.
+    public var loggedEndpoint: String { Self.withoutUserinfo(endpoint) }
+
+    /// `url` with its userinfo (`user:password@`, which a hosted collector's URL may carry) replaced
+    /// by `***@`: a password must never reach a log. Only the authority is looked at (an `@` in
+    /// the path or query is left alone); text without `scheme://` is taken to start with one.
+    public static func withoutUserinfo(_ url: String) -> String {
+        let authorityStart = url.range(of: "://")?.upperBound ?? url.startIndex
+        let rest = url[authorityStart...]
+        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
+        return String(url[..<authorityStart]) + "***@" + String(url[url.index(after: at)...])
+    }
+
+    // MARK: parsing
+
+    /// The environment with empty values treated as unset (the specification's rule).
+    private struct Variables {
+        let environment: [String: String]
+        init(_ environment: [String: String]) { self.environment = environment }
+        subscript(name: String) -> String? {
+            guard let v = environment[name]?.trimmingSpaces, !v.isEmpty else { return nil }
+            return String(v)
+        }
+        /// `OTEL_EXPORTER_OTLP_TRACES_<suffix>`, else `OTEL_EXPORTER_OTLP_<suffix>`, with the name
+        /// of the one that was read (for a message).
+        func signal(_ suffix: String) -> (String?, String) {
+            if let v = self["OTEL_EXPORTER_OTLP_TRACES_" + suffix] { return (v, "OTEL_EXPORTER_OTLP_TRACES_" + suffix) }
+            return (self["OTEL_EXPORTER_OTLP_" + suffix], "OTEL_EXPORTER_OTLP_" + suffix)
+        }
+    }
+
+    private static func checkedURL(_ text: String, variable: String) throws(Failure) -> String {
+        let lower = text.lowercased()
+        guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
+            throw Failure("\(variable)=\(withoutUserinfo(text)) is not an http:// or https:// URL")
+        }
+        let authority = text.drop { $0 != ":" }.dropFirst(3).prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        guard !authority.isEmpty, !authority.hasSuffix("@") else {
+            throw Failure("\(variable)=\(withoutUserinfo(text)) names no host")
+        }
+        guard !text.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else {
+            throw Failure("\(variable) holds a space or a control character")
+        }
+        return text
+    }
+
+    private static func milliseconds(_ text: String?, variable: String, default value: Int) throws(Failure) -> Duration {
+        .milliseconds(try count(text, variable: variable, default: value, what: "milliseconds"))
+    }
+
+    private static func count(_ text: String?, variable: String, default value: Int, what: String = "a count") throws(Failure) -> Int {
+        guard let text else { return value }
+        // At most 9 digits: a day is 86,400,000 ms, and a count past a billion is a typo.
+        guard text.utf8.count <= 9, let n = Int(text), n >= 1 else {
+            throw Failure("\(variable)=\(text) is not a whole number of \(what) between 1 and 999999999")
+        }
+        return n
+    }
+
+    /// A `key=value,key=value` list (the W3C Baggage form the specification uses for
+    /// `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_EXPORTER_OTLP_HEADERS`), values percent-decoded.
+    private static func list(_ text: String, variable: String, showValues: Bool) throws(Failure) -> [(String, String)] {
+        var pairs: [(String, String)] = []
+        for member in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let m = member.trimmingSpaces
+            if m.isEmpty { continue }
+            guard let eq = m.firstIndex(of: "=") else {
+                throw Failure("\(variable): \"\(showValues ? String(m) : "…")\" is not key=value")
+            }
+            let key = m[..<eq].trimmingSpaces
+            guard !key.isEmpty else { throw Failure("\(variable): a member has no key") }
+            guard let value = percentDecoded(m[m.index(after: eq)...].trimmingSpaces) else {
+                throw Failure("\(variable): the value of \(key) is not valid percent-encoded UTF-8")
+            }
+            pairs.append((String(key), value))
+        }
+        return pairs
+    }
+
+    static func percentDecoded(_ text: Substring) -> String? {
+        var out: [UInt8] = []
+        var u = text.utf8[...]
+        while let b = u.popFirst() {
+            guard b == UInt8(ascii: "%") else { out.append(b); continue }
+            guard u.count >= 2, let byte = UInt8(String(decoding: u.prefix(2), as: UTF8.self), radix: 16) else { return nil }
+            out.append(byte)
+            u = u.dropFirst(2)
+        }
+        return String(validating: out, as: UTF8.self)
+    }
+
+    /// RFC 9110 `tchar`.
+    private static func isTokenByte(_ b: UInt8) -> Bool {
+        switch b {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
+        default: return "!#$%&'*+-.^_`|~".utf8.contains(b)
+        }
+    }
+}
+
+/// Which spans are recorded (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
+public struct Sampler: Sendable, Equatable {
+    /// Follow the parent's sampled flag when the job carries a `traceparent`.
+    public let parentBased: Bool
+    /// A trace is sampled (without a parent, or always when not parent-based) when the last 8
+    /// bytes of its id are below this; 0: never, `.max`: always.
+    let bound: UInt64
+    public let ratio: Double
+
+    /// The specification's default: `parentbased_always_on`.
+    public static let `default` = Sampler(parentBased: true, ratio: 1)
+
+    init(parentBased: Bool, ratio: Double) {
+        self.parentBased = parentBased
+        self.ratio = ratio
+        // Double(UInt64.max) is 2^64, which UInt64 cannot hold: the ends are set, not converted.
+        bound = ratio >= 1 ? .max : ratio <= 0 ? 0 : UInt64(ratio * Double(UInt64.max))
+    }
+
+    init(name: String?, argument: String?) throws(TraceExportConfiguration.Failure) {
+        let ratio: Double
+        if let argument {
+            guard let r = Double(argument), r.isFinite, r >= 0, r <= 1 else {
+                throw TraceExportConfiguration.Failure("OTEL_TRACES_SAMPLER_ARG=\(argument) is not a ratio between 0 and 1")
+            }
+            ratio = r
+        } else {
+            ratio = 1
+        }
+        switch (name ?? "parentbased_always_on").lowercased() {
+        case "always_on": self.init(parentBased: false, ratio: 1)
+        case "always_off": self.init(parentBased: false, ratio: 0)
+        case "traceidratio": self.init(parentBased: false, ratio: ratio)
+        case "parentbased_always_on": self.init(parentBased: true, ratio: 1)
+        case "parentbased_always_off": self.init(parentBased: true, ratio: 0)
+        case "parentbased_traceidratio": self.init(parentBased: true, ratio: ratio)
+        case let other:
+            throw TraceExportConfiguration.Failure("OTEL_TRACES_SAMPLER=\(other) is not offered: always_on, always_off, traceidratio, parentbased_always_on (the default), parentbased_always_off or parentbased_traceidratio")
+        }
+    }
+
+    /// Nothing can ever be sampled: the worker need not trace at all.
+    public var samplesNothing: Bool { !parentBased && bound == 0 }
+
+    /// - Parameter parentSampled: the parent's sampled flag; nil for a root span.
+    public func isSampled(_ traceID: TraceID, parentSampled: Bool?) -> Bool {
+        if parentBased, let parentSampled { return parentSampled }
+        return bound == .max || traceID.low < bound
+    }
+}
+
+extension StringProtocol where SubSequence == Substring {
+    var trimmingSpaces: Substring {
+        let s = self[...]
+        let isSpace = { (c: Character) in c == " " || c == "\t" }
+        guard let first = s.firstIndex(where: { !isSpace($0) }), let last = s.lastIndex(where: { !isSpace($0) }) else { return s[s.endIndex...] }
+        return s[first...last]
+    }
+}
