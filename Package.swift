@@ -138,7 +138,7 @@ let package = Package(
         .target(
             name: "CFSignOTLPHTTP",
             dependencies: [
-                "CFSignTracing",
+                "CFSignSync", "CFSignTracing",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

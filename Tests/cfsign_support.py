@@ -651,6 +651,7 @@ class OTLPReceiver:
         self.spans: list[ReceivedSpan] = []
         self.bodies: list[bytes] = []
         self.requests: list[tuple[str, str]] = []  # (path, content type)
+        self.authorizations: list[str | None] = []  # each request's Authorization header
         self._lock = threading.Lock()
         receiver = self
 
@@ -671,6 +672,7 @@ class OTLPReceiver:
                     return
                 with receiver._lock:
                     receiver.requests.append((self.path, self.headers.get("Content-Type", "")))
+                    receiver.authorizations.append(self.headers.get("Authorization"))
                     receiver.bodies.append(body)
                     receiver.spans.extend(OTLPReceiver._spans(request))
                 reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()

@@ -65,6 +65,9 @@ public final class SpanExporter<Item: Sendable>: Sendable {
 
     private struct Pending {
         var items: [Item] = []
+        /// The thread has been woken for a full batch and has not taken the queue since: one
+        /// wake per batch, however many submits arrive while a request is in flight.
+        var signalled = false
         var finished = false
     }
     private let pending = Locked(Pending())
@@ -86,30 +89,34 @@ public final class SpanExporter<Item: Sendable>: Sendable {
     public func start() {
         let thread = Thread { [self] in
             var ids = SpanIDGenerator()
+            // Swapped with the queue under the lock, so taking the queue never allocates there.
+            var taken: [Item] = []
             var spans: [SpanRecord] = []
-            spans.reserveCapacity(configuration.maxExportBatchSize)
+            spans.reserveCapacity(min(configuration.maxExportBatchSize, 4096))
+            // Set once the worker is stopping: what is not sent by then is dropped.
+            var stopBy: ContinuousClock.Instant?
             while true {
                 _ = wake.wait(timeout: .now() + .milliseconds(Int(configuration.scheduleDelay / .milliseconds(1))))
-                let (items, finished) = pending.withLock { p in
-                    let items = p.items
-                    p.items.removeAll(keepingCapacity: true)
-                    return (items, p.finished)
+                let finished = pending.withLock { p in
+                    swap(&p.items, &taken)
+                    p.signalled = false
+                    return p.finished
                 }
-                // At the end, one failed batch drops the rest: a drain waits for the collector
-                // at most one timeout.
+                // One failed batch drops the rest of what was taken: the collector that just
+                // failed is not asked again (and waited for again) until the next pass.
                 var failed = false
-                for item in items {
-                    guard let span = makeSpan(item, &ids) else { continue }
-                    spans.append(span)
-                    if spans.count == configuration.maxExportBatchSize {
-                        if finished && failed { drop(spans.count, reason: "the worker is stopping and the collector failed") } else { failed = !send(spans) }
-                        spans.removeAll(keepingCapacity: true)
-                    }
-                }
-                if !spans.isEmpty {
-                    if finished && failed { drop(spans.count, reason: "the worker is stopping and the collector failed") } else { _ = send(spans) }
+                let flush = { (spans: inout [SpanRecord]) in
+                    if stopBy == nil, self.pending.withLock({ $0.finished }) { stopBy = .now + self.configuration.timeout }
+                    failed = !self.export(spans, after: failed, stopBy: stopBy)
                     spans.removeAll(keepingCapacity: true)
                 }
+                for item in taken {
+                    guard let span = makeSpan(item, &ids) else { continue }
+                    spans.append(span)
+                    if spans.count == configuration.maxExportBatchSize { flush(&spans) }
+                }
+                if !spans.isEmpty { flush(&spans) }
+                taken.removeAll(keepingCapacity: true)
                 if finished { break }
             }
             transport.shutdown()
@@ -124,28 +131,45 @@ public final class SpanExporter<Item: Sendable>: Sendable {
         guard !items.isEmpty else { return }
         let limit = configuration.maxQueueSize
         let batch = configuration.maxExportBatchSize
-        let (refused, full) = pending.withLock { p -> (Int, Bool) in
+        let (refused, wakeThread) = pending.withLock { p -> (Int, Bool) in
             let room = max(0, limit - p.items.count)
             p.items.append(contentsOf: items.prefix(room))
-            return (items.count - min(room, items.count), p.items.count >= batch)
+            let wakeThread = p.items.count >= batch && !p.signalled
+            if wakeThread { p.signalled = true }
+            return (items.count - min(room, items.count), wakeThread)
         }
         if refused > 0 { drop(refused, reason: "the export queue is full (OTEL_BSP_MAX_QUEUE_SIZE=\(limit))") }
-        if full { wake.signal() }
+        if wakeThread { wake.signal() }
     }
 
-    /// Exports what is queued, then returns; bounded by one request timeout per batch.
+    /// Exports what is queued, then returns: within about one request timeout once the thread sees
+    /// it (plus the rest of a request already in flight); what is not sent by then is dropped.
     public func finish() {
         pending.withLock { $0.finished = true }
         wake.signal()
         done.wait()
     }
 
-    /// false when the batch got no answer or an error status.
-    private func send(_ spans: [SpanRecord]) -> Bool {
+    /// Sends one batch, or drops it when an earlier batch of the same take failed or the worker's
+    /// stop deadline has passed; false when it was not sent or got no answer or an error status.
+    private func export(_ spans: [SpanRecord], after earlierFailed: Bool, stopBy: ContinuousClock.Instant?) -> Bool {
+        if earlierFailed {
+            drop(spans.count, reason: "an earlier batch failed")
+            return false
+        }
+        var timeout = configuration.timeout
+        if let stopBy {
+            let left = stopBy - .now
+            guard left > .zero else {
+                drop(spans.count, reason: "the worker is stopping and the collector did not take them in time")
+                return false
+            }
+            timeout = min(timeout, left)
+        }
         let body = configuration.encoding == .protobuf ? request.protobuf(spans) : request.json(spans)
         let response: SpanTransportResponse
         do {
-            response = try transport.post(body, contentType: configuration.encoding.contentType, timeout: configuration.timeout)
+            response = try transport.post(body, contentType: configuration.encoding.contentType, timeout: timeout)
         } catch {
             drop(spans.count, reason: error.reason)
             return false

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Where and how the worker exports spans, read from the standard OpenTelemetry variables
 /// (OpenTelemetry's "Environment Variable Specification" and "OTLP Exporter Configuration"), and
 /// refused whole, with a message naming the variable, when one of them is unusable: a worker that
@@ -32,7 +34,7 @@ public struct TraceExportConfiguration: Sendable {
     /// Whether the environment asks for trace export at all: an endpoint is set, and neither
     /// `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` says otherwise.
     public static func isRequested(_ environment: [String: String]) -> Bool {
-        let set = { (name: String) in !(environment[name] ?? "").isEmpty }
+        let set = { (name: String) in !(environment[name] ?? "").trimmingSpaces.isEmpty }
         return (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
             && environment["OTEL_SDK_DISABLED"]?.lowercased() != "true"
             && environment["OTEL_TRACES_EXPORTER"].map { $0.lowercased() != "none" } ?? true
@@ -46,11 +48,28 @@ public struct TraceExportConfiguration: Sendable {
         if let exporter = env["OTEL_TRACES_EXPORTER"], exporter.lowercased() != "otlp" {
             throw Failure("OTEL_TRACES_EXPORTER=\(exporter) is not offered: the worker exports over OTLP only (otlp, the default, or none)")
         }
+        let given: String
         if let traces = env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] {
-            endpoint = try Self.checkedURL(traces, variable: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            given = try Self.checkedURL(traces, variable: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         } else {
             let base = try Self.checkedURL(env["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "", variable: "OTEL_EXPORTER_OTLP_ENDPOINT")
-            endpoint = (base.hasSuffix("/") ? base : base + "/") + "v1/traces"
+            guard !base.contains("?"), !base.contains("#") else {
+                throw Failure("OTEL_EXPORTER_OTLP_ENDPOINT=\(Self.redacted(base)) has a query or fragment: a base endpoint gets /v1/traces appended; give the full URL in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT instead")
+            }
+            given = (base.hasSuffix("/") ? base : base + "/") + "v1/traces"
+        }
+        loggedEndpoint = Self.redacted(given)
+        // `user:password@` in the URL becomes a Basic Authorization header (as curl does): the
+        // HTTP client would not send it, and the request URL then carries no secret.
+        let (withoutUserinfo, userinfo) = Self.splitUserinfo(given)
+        endpoint = withoutUserinfo
+        var basic: String?
+        if let userinfo {
+            let (user, password) = userinfo.firstIndex(of: ":").map { (userinfo[..<$0], userinfo[userinfo.index(after: $0)...]) } ?? (userinfo[...], "")
+            guard let u = Self.percentDecoded(user), let p = Self.percentDecoded(password) else {
+                throw Failure("the endpoint's user:password is not valid percent-encoded UTF-8")
+            }
+            basic = "Basic " + Data((u + ":" + p).utf8).base64EncodedString()
         }
 
         let (protocolName, protocolVariable) = env.signal("PROTOCOL")
@@ -71,11 +90,12 @@ public struct TraceExportConfiguration: Sendable {
             }
         }
 
-        var headers: [(name: String, value: String)] = []
+        var headers: [(name: String, value: String)] = basic.map { [("Authorization", $0)] } ?? []
         for variable in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
-            for (name, value) in try Self.list(env[variable] ?? "", variable: variable, showValues: false) {
-                guard name.utf8.allSatisfy(Self.isTokenByte) else {
-                    throw Failure("\(variable): \"\(name)\" is not a header name")
+            for (n, (name, value)) in try Self.list(env[variable] ?? "", variable: variable, showValues: false).enumerated() {
+                // Never the name itself: a misplaced credential ("Authorization: Basic …") would land there.
+                guard !name.isEmpty, name.utf8.allSatisfy(Self.isTokenByte) else {
+                    throw Failure("\(variable): member \(n + 1) has no valid header name before its \"=\" (name=value,name=value)")
                 }
                 guard !value.utf8.contains(where: { $0 < 0x20 && $0 != 0x09 || $0 == 0x7F }) else {
                     throw Failure("\(variable): the value of \(name) holds a control character")
@@ -92,8 +112,9 @@ public struct TraceExportConfiguration: Sendable {
         timeout = min(timeout, try Self.milliseconds(env["OTEL_BSP_EXPORT_TIMEOUT"], variable: "OTEL_BSP_EXPORT_TIMEOUT", default: 30_000))
         self.timeout = timeout
         scheduleDelay = try Self.milliseconds(env["OTEL_BSP_SCHEDULE_DELAY"], variable: "OTEL_BSP_SCHEDULE_DELAY", default: 5_000)
-        maxQueueSize = try Self.count(env["OTEL_BSP_MAX_QUEUE_SIZE"], variable: "OTEL_BSP_MAX_QUEUE_SIZE", default: 2048)
-        maxExportBatchSize = try Self.count(env["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"], variable: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", default: 512)
+        // Bounded: the queue is memory the worker holds (twice, while a take is being sent).
+        maxQueueSize = try Self.count(env["OTEL_BSP_MAX_QUEUE_SIZE"], variable: "OTEL_BSP_MAX_QUEUE_SIZE", default: 2048, maximum: Self.maximumQueueSize)
+        maxExportBatchSize = try Self.count(env["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"], variable: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", default: 512, maximum: Self.maximumQueueSize)
         if maxExportBatchSize > maxQueueSize {
             throw Failure("OTEL_BSP_MAX_EXPORT_BATCH_SIZE=\(maxExportBatchSize) is more than OTEL_BSP_MAX_QUEUE_SIZE=\(maxQueueSize): a batch is taken from the queue")
         }
@@ -114,18 +135,38 @@ public struct TraceExportConfiguration: Sendable {
         self.resource = resource
     }
 
-    /// The endpoint as the worker logs it: its `user:password@`, if any, as `***@`.
-    public var loggedEndpoint: String { Self.withoutUserinfo(endpoint) }
+    /// The endpoint as the worker logs it: a `user:password@` as `***@`, a query as `?***`.
+    public let loggedEndpoint: String
 
-    /// `url` with its userinfo (`user:password@`, which a hosted collector's URL may carry) replaced
-    /// by `***@`: a password must never reach a log. Only the authority is looked at (an `@` in
-    /// the path or query is left alone); text without `scheme://` is taken to start with one.
-    public static func withoutUserinfo(_ url: String) -> String {
+    /// At most this many spans queued or per batch (a million spans would be hundreds of MB).
+    public static let maximumQueueSize = 100_000
+
+    /// `url` as a log may show it: its userinfo (`user:password@`, which a hosted collector's URL
+    /// may carry) as `***@` and its query (which may hold an API key) as `?***`. The authority
+    /// ends at the first `/`; a `?` or `#` before the last `@` there is taken as part of a
+    /// password (unencoded, but never to be shown). Text without `scheme://` is taken to start
+    /// with one.
+    public static func redacted(_ url: String) -> String {
+        let (rest, userinfo) = splitUserinfo(url)
+        var shown = rest
+        if userinfo != nil {
+            let start = shown.range(of: "://")?.upperBound ?? shown.startIndex
+            shown.insert(contentsOf: "***@", at: start)
+        }
+        if let q = shown.firstIndex(of: "?") {
+            let end = shown[q...].firstIndex(of: "#") ?? shown.endIndex
+            shown.replaceSubrange(shown.index(after: q)..<end, with: "***")
+        }
+        return shown
+    }
+
+    /// `url` without its userinfo, and the userinfo (nil when there is none).
+    static func splitUserinfo(_ url: String) -> (String, Substring?) {
         let authorityStart = url.range(of: "://")?.upperBound ?? url.startIndex
         let rest = url[authorityStart...]
-        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
-        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
-        return String(url[..<authorityStart]) + "***@" + String(url[url.index(after: at)...])
+        let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return (url, nil) }
+        return (String(url[..<authorityStart]) + String(url[url.index(after: at)...]), rest[..<at])
     }
 
     // MARK: parsing
@@ -149,11 +190,11 @@ public struct TraceExportConfiguration: Sendable {
     private static func checkedURL(_ text: String, variable: String) throws(Failure) -> String {
         let lower = text.lowercased()
         guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
-            throw Failure("\(variable)=\(withoutUserinfo(text)) is not an http:// or https:// URL")
+            throw Failure("\(variable)=\(redacted(text)) is not an http:// or https:// URL")
         }
         let authority = text.drop { $0 != ":" }.dropFirst(3).prefix { $0 != "/" && $0 != "?" && $0 != "#" }
         guard !authority.isEmpty, !authority.hasSuffix("@") else {
-            throw Failure("\(variable)=\(withoutUserinfo(text)) names no host")
+            throw Failure("\(variable)=\(redacted(text)) names no host")
         }
         guard !text.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else {
             throw Failure("\(variable) holds a space or a control character")
@@ -162,14 +203,14 @@ public struct TraceExportConfiguration: Sendable {
     }
 
     private static func milliseconds(_ text: String?, variable: String, default value: Int) throws(Failure) -> Duration {
-        .milliseconds(try count(text, variable: variable, default: value, what: "milliseconds"))
+        // A day at most: a longer export deadline or batch delay is a typo.
+        .milliseconds(try count(text, variable: variable, default: value, maximum: 86_400_000, what: "milliseconds"))
     }
 
-    private static func count(_ text: String?, variable: String, default value: Int, what: String = "a count") throws(Failure) -> Int {
+    private static func count(_ text: String?, variable: String, default value: Int, maximum: Int, what: String = "spans") throws(Failure) -> Int {
         guard let text else { return value }
-        // At most 9 digits: a day is 86,400,000 ms, and a count past a billion is a typo.
-        guard text.utf8.count <= 9, let n = Int(text), n >= 1 else {
-            throw Failure("\(variable)=\(text) is not a whole number of \(what) between 1 and 999999999")
+        guard text.utf8.count <= 9, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let n = Int(text), n >= 1, n <= maximum else {
+            throw Failure("\(variable)=\(text) is not a whole number of \(what) from 1 to \(maximum)")
         }
         return n
     }
@@ -181,15 +222,17 @@ public struct TraceExportConfiguration: Sendable {
         for member in text.split(separator: ",", omittingEmptySubsequences: false) {
             let m = member.trimmingSpaces
             if m.isEmpty { continue }
+            let n = pairs.count + 1
             guard let eq = m.firstIndex(of: "=") else {
-                throw Failure("\(variable): \"\(showValues ? String(m) : "…")\" is not key=value")
+                throw Failure(showValues ? "\(variable): \"\(m)\" is not key=value" : "\(variable): member \(n) is not name=value")
             }
-            let key = m[..<eq].trimmingSpaces
-            guard !key.isEmpty else { throw Failure("\(variable): a member has no key") }
+            guard let key = percentDecoded(m[..<eq].trimmingSpaces), !key.isEmpty else {
+                throw Failure("\(variable): member \(n) has no key, or one that is not valid percent-encoded UTF-8")
+            }
             guard let value = percentDecoded(m[m.index(after: eq)...].trimmingSpaces) else {
-                throw Failure("\(variable): the value of \(key) is not valid percent-encoded UTF-8")
+                throw Failure("\(variable): the value of member \(n)\(showValues ? " (\(key))" : "") is not valid percent-encoded UTF-8")
             }
-            pairs.append((String(key), value))
+            pairs.append((key, value))
         }
         return pairs
     }
@@ -199,11 +242,20 @@ public struct TraceExportConfiguration: Sendable {
         var u = text.utf8[...]
         while let b = u.popFirst() {
             guard b == UInt8(ascii: "%") else { out.append(b); continue }
-            guard u.count >= 2, let byte = UInt8(String(decoding: u.prefix(2), as: UTF8.self), radix: 16) else { return nil }
-            out.append(byte)
+            guard u.count >= 2, let high = hexValue(u[u.startIndex]), let low = hexValue(u[u.index(after: u.startIndex)]) else { return nil }
+            out.append(high << 4 | low)
             u = u.dropFirst(2)
         }
         return String(validating: out, as: UTF8.self)
+    }
+
+    private static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return b - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return b - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return b - UInt8(ascii: "A") + 10
+        default: return nil
+        }
     }
 
     /// RFC 9110 `tchar`.
@@ -235,8 +287,10 @@ public struct Sampler: Sendable, Equatable {
     }
 
     init(name: String?, argument: String?) throws(TraceExportConfiguration.Failure) {
+        let name = (name ?? "parentbased_always_on").lowercased()
         let ratio: Double
-        if let argument {
+        // Read only by the two ratio samplers; the others ignore it (the specification's rule).
+        if let argument, name.hasSuffix("traceidratio") {
             guard let r = Double(argument), r.isFinite, r >= 0, r <= 1 else {
                 throw TraceExportConfiguration.Failure("OTEL_TRACES_SAMPLER_ARG=\(argument) is not a ratio between 0 and 1")
             }
@@ -244,7 +298,7 @@ public struct Sampler: Sendable, Equatable {
         } else {
             ratio = 1
         }
-        switch (name ?? "parentbased_always_on").lowercased() {
+        switch name {
         case "always_on": self.init(parentBased: false, ratio: 1)
         case "always_off": self.init(parentBased: false, ratio: 0)
         case "traceidratio": self.init(parentBased: false, ratio: ratio)

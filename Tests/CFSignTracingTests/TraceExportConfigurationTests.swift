@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import CFSignTracing
 
@@ -109,14 +110,50 @@ struct TraceExportConfigurationTests {
         #expect(try sampler("parentbased_always_off")?.samplesNothing == false)  // a sampled parent still counts
         #expect(try sampler("parentbased_traceidratio", "0.25")?.ratio == 0.25)
         #expect(failure(endpoint.merging(["OTEL_TRACES_SAMPLER": "jaeger_remote"]) { $1 })?.contains("is not offered") == true)
+        #expect(try sampler("always_on", "not a ratio") != nil)  // only the ratio samplers read the argument
         for bad in ["1.5", "-0.1", "nan", "half"] {
             #expect(failure(endpoint.merging(["OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": bad]) { $1 })?.contains("not a ratio") == true, "\(bad)")
         }
     }
 
-    @Test func theLoggedEndpointHidesUserinfoOnly() {
-        #expect(TraceExportConfiguration.withoutUserinfo("https://user:pw@collector:4318/v1/traces") == "https://***@collector:4318/v1/traces")
-        #expect(TraceExportConfiguration.withoutUserinfo("http://collector:4318/a@b") == "http://collector:4318/a@b")
+    @Test func theLoggedEndpointHidesUserinfoAndTheQuery() {
+        #expect(TraceExportConfiguration.redacted("https://user:pw@collector:4318/v1/traces") == "https://***@collector:4318/v1/traces")
+        #expect(TraceExportConfiguration.redacted("http://collector:4318/a@b") == "http://collector:4318/a@b")
+        #expect(TraceExportConfiguration.redacted("http://u:p#ss@collector/v1") == "http://***@collector/v1")  // an unencoded # in a password
+        #expect(TraceExportConfiguration.redacted("http://collector/v1/traces?api-key=secret#x") == "http://collector/v1/traces?***#x")
+    }
+
+    @Test func userinfoInTheEndpointBecomesABasicAuthorizationHeader() throws {
+        let c = try #require(try configuration(["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://cfsign:p%40ss@127.0.0.1:4318/v1/traces"]))
+        #expect(c.endpoint == "http://127.0.0.1:4318/v1/traces")
+        #expect(c.headers.map(\.name) == ["Authorization"])
+        #expect(c.headers.first?.value == "Basic " + Data("cfsign:p@ss".utf8).base64EncodedString())
+        #expect(c.loggedEndpoint == "http://***@127.0.0.1:4318/v1/traces")
+        // A header given in the variables wins over the URL's.
+        let both = try configuration(["OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:b@127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20t"])
+        #expect(both?.headers.map { "\($0.name)=\($0.value)" } == ["authorization=Bearer t"])
+    }
+
+    @Test func aBaseEndpointWithAQueryIsRefused() {
+        #expect(failure(["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/?key=secret"])?.contains("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == true)
+        #expect(failure(["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/?key=secret"])?.contains("secret") == false)
+    }
+
+    @Test func aMisplacedCredentialInTheHeadersIsNeverEchoed() {
+        let message = failure(["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS": "Authorization: Basic dXNlcjpwYXNz=="])
+        #expect(message?.contains("member 1") == true)
+        #expect(message?.contains("dXNlcjpwYXNz") == false)
+    }
+
+    @Test func queueAndBatchSizesAreBounded() {
+        #expect(failure(["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_BSP_MAX_QUEUE_SIZE": "999999999"])?.contains("from 1 to 100000") == true)
+    }
+
+    @Test func percentDecodingIsStrict() {
+        #expect(TraceExportConfiguration.percentDecoded("a%20b") == "a b")
+        #expect(TraceExportConfiguration.percentDecoded("%+f") == nil)
+        #expect(TraceExportConfiguration.percentDecoded("%ff") == nil)  // not UTF-8
+        #expect(TraceExportConfiguration.percentDecoded("%2") == nil)
     }
 }
 

@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -393,9 +394,35 @@ def test_a_job_held_for_a_removed_hsm_token_has_one_span_across_its_retries(
     assert times == sorted(times), times
 
 
-def test_the_logged_endpoint_carries_no_userinfo(workers, redis_server, ns, test_keys, otlp_receiver):
+def test_the_endpoints_userinfo_is_sent_as_basic_auth_and_never_logged(workers, redis_server, ns, test_keys, otlp_receiver):
     endpoint = f"http://cfsign:do-not-log@127.0.0.1:{otlp_receiver.port}"
     worker = start_traced(workers, redis_server, ns, test_keys, otlp_receiver.env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint))
     log = wait_until(lambda: "exporting traces" in worker.log() and worker.log(), 10, what="the exporting line")
     assert f"***@127.0.0.1:{otlp_receiver.port}" in log, log[-2000:]
-    assert "do-not-log" not in log, log[-2000:]
+    r = redis_server.client()
+    parent, trace_id, _ = traceparent()
+    push(r, ns, [job(ns, "with-auth", reply="auth", traceparent=parent)])
+    collect(r, reply_key(ns, "auth"), 1, DEADLINE)
+    otlp_receiver.wait_for(lambda s: s.trace_id == trace_id)
+    assert otlp_receiver.authorizations[0] == "Basic " + base64.b64encode(b"cfsign:do-not-log").decode()
+    assert "do-not-log" not in worker.log(), worker.log()[-2000:]
+
+
+def test_a_collector_that_never_answers_holds_a_drain_about_one_timeout_at_most(workers, redis_server, ns, test_keys):
+    # Accepts connections (the kernel's backlog) and never reads or answers.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    try:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}", "OTEL_BSP_SCHEDULE_DELAY": "100",
+               "OTEL_EXPORTER_OTLP_TIMEOUT": "2000", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "10"}
+        worker = start_traced(workers, redis_server, ns, test_keys, env)
+        r = redis_server.client()
+        push(r, ns, [job(ns, f"s{i}", reply="silent", traceparent=traceparent()[0]) for i in range(200)])
+        assert len(collect(r, reply_key(ns, "silent"), 200, DEADLINE)) == 200
+        # 20 batches queued behind a collector that never answers: a drain waits for it about one
+        # 2 s timeout (plus a request already in flight), not one per batch (40 s).
+        worker.send(signal.SIGTERM)
+        assert worker.wait(15) == 0, worker.log()[-3000:]
+    finally:
+        silent.close()
