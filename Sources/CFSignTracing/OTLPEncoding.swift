@@ -25,7 +25,7 @@ public struct OTLPTraceRequest: Sendable {
         var w = ProtobufWriter(capacity: 256 + spans.count * 512)
         w.message(1) { w in                       // ExportTraceServiceRequest.resource_spans
             w.message(1) { w in                   // ResourceSpans.resource
-                for a in resource { w.message(1) { $0.attribute(a) } }  // Resource.attributes
+                for a in resource { w.attribute(1, a) }  // Resource.attributes
             }
             w.message(2) { w in                   // ResourceSpans.scope_spans
                 w.message(1) { w in               // ScopeSpans.scope
@@ -125,6 +125,16 @@ struct ProtobufWriter {
 
     mutating func tag(_ field: UInt64, _ wireType: UInt64) { varint(field << 3 | wireType) }
 
+    /// How many bytes `varint(value)` writes.
+    static func varintSize(_ value: UInt64) -> Int {
+        var size = 1
+        while value >> (7 * UInt64(size)) != 0 && size < 10 { size += 1 }
+        return size
+    }
+
+    /// A length-delimited field's size on the wire, for a field number under 16 (a one-byte tag).
+    static func fieldSize(_ length: Int) -> Int { 1 + varintSize(UInt64(length)) + length }
+
     mutating func string(_ field: UInt64, _ s: String) {
         tag(field, 2)
         var s = s
@@ -165,7 +175,7 @@ struct ProtobufWriter {
     mutating func message(_ field: UInt64, _ body: (inout ProtobufWriter) -> Void) {
         tag(field, 2)
         let slot = bytes.count
-        bytes.append(contentsOf: [0, 0, 0, 0, 0])
+        for _ in 0..<5 { bytes.append(0) }
         body(&self)
         let length = bytes.count - slot - 5
         var size = 1
@@ -178,15 +188,25 @@ struct ProtobufWriter {
         }
     }
 
-    /// `KeyValue`'s fields (key 1, value 2 as `AnyValue`).
-    mutating func attribute(_ a: Attribute) {
+    /// An attribute as a `KeyValue` field (key 1, value 2 as `AnyValue`). Its sizes are known
+    /// up front, so it is written straight, without `message`'s length slot: attributes are most
+    /// of a span's fields.
+    mutating func attribute(_ field: UInt64, _ a: Attribute) {
+        let valueSize: Int
+        switch a.value {
+        case .string(let s): valueSize = Self.fieldSize(s.utf8.count)
+        case .bool: valueSize = 2
+        case .int(let n): valueSize = 1 + Self.varintSize(UInt64(bitPattern: n))
+        }
+        tag(field, 2)
+        varint(UInt64(Self.fieldSize(a.key.utf8.count) + Self.fieldSize(valueSize)))
         string(1, a.key)
-        message(2) { w in
-            switch a.value {
-            case .string(let s): w.string(1, s)
-            case .bool(let b): w.tag(2, 0); w.varint(b ? 1 : 0)
-            case .int(let n): w.tag(3, 0); w.varint(UInt64(bitPattern: n))
-            }
+        tag(2, 2)
+        varint(UInt64(valueSize))
+        switch a.value {
+        case .string(let s): string(1, s)
+        case .bool(let b): tag(2, 0); varint(b ? 1 : 0)
+        case .int(let n): tag(3, 0); varint(UInt64(bitPattern: n))
         }
     }
 
@@ -200,12 +220,12 @@ struct ProtobufWriter {
         tag(6, 0); varint(UInt64(s.kind.rawValue))
         fixed64(7, s.startNanoseconds)
         fixed64(8, s.endNanoseconds)
-        for a in s.attributes { message(9) { $0.attribute(a) } }
+        for a in s.attributes { attribute(9, a) }
         for e in s.events {
             message(11) { w in
                 w.fixed64(1, e.nanoseconds)
                 w.string(2, e.name)
-                for a in e.attributes { w.message(3) { $0.attribute(a) } }
+                for a in e.attributes { w.attribute(3, a) }
             }
         }
         if let messageText = s.errorMessage {

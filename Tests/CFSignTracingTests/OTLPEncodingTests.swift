@@ -54,6 +54,26 @@ struct OTLPEncodingTests {
         #expect(w.bytes.count == 1 + 2 + 203)
     }
 
+    @Test func anAttributeIsAKeyValueWhoseLengthsAreRightForLongStringsAndNegativeNumbers() {
+        for a in [Attribute("k", String(repeating: "é", count: 100)), Attribute(String(repeating: "k", count: 130), -1), Attribute("b", false)] {
+            var w = ProtobufWriter(capacity: 0)
+            w.attribute(9, a)
+            let top = fields(w.bytes[...])
+            #expect(top.count == 1 && top[0].0 == 9)
+            let keyValue = fields(bytes(top[0].1))
+            #expect(keyValue.map(\.0) == [1, 2])
+            #expect(String(decoding: bytes(keyValue[0].1), as: UTF8.self) == a.key)
+            let any = fields(bytes(keyValue[1].1))
+            #expect(any.count == 1)
+            switch (a.value, any.first?.1) {
+            case (.string(let s), .bytes(let b)?): #expect(String(decoding: b, as: UTF8.self) == s)
+            case (.int(let n), .varint(let v)?): #expect(Int64(bitPattern: v) == n)
+            case (.bool(let flag), .varint(let v)?): #expect((v != 0) == flag)
+            default: Issue.record("\(a) read back as \(String(describing: any.first))")
+            }
+        }
+    }
+
     @Test func jsonWritesIdsAsHexAndSixtyFourBitNumbersAsStrings() throws {
         let text = String(decoding: request.json([span()]), as: UTF8.self)
         let value = try JSONReader.parse(text)
