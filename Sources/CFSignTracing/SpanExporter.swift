@@ -50,7 +50,9 @@ public struct TraceExport: Sendable {
 /// of a batch the collector does not take (down, slow past `OTEL_EXPORTER_OTLP_TIMEOUT`, an error
 /// status, a partial success), is dropped and counted in `cfsign_spans_dropped_total`, with at most
 /// one warning a minute in the log. Nothing is retried: a span is worth less than the next job's
-/// time, and a retry would hold the queue for the collector that just failed.
+/// time, and a retry would hold the queue for the collector that just failed. A collector that
+/// does not answer at all is tried again only after a backoff (1 s, doubling to 30 s), the batches
+/// in between dropped unsent: a dead collector costs next to nothing.
 ///
 /// `Item` is what the producer of spans hands over (cheap to make on a hot thread); `makeSpan`
 /// turns it into a span on the export thread, or returns nil for one not sampled.
@@ -93,8 +95,7 @@ public final class SpanExporter<Item: Sendable>: Sendable {
             var taken: [Item] = []
             var spans: [SpanRecord] = []
             spans.reserveCapacity(min(configuration.maxExportBatchSize, 4096))
-            // Set once the worker is stopping: what is not sent by then is dropped.
-            var stopBy: ContinuousClock.Instant?
+            var sending = Sending()
             while true {
                 _ = wake.wait(timeout: .now() + .milliseconds(Int(configuration.scheduleDelay / .milliseconds(1))))
                 let finished = pending.withLock { p in
@@ -102,12 +103,10 @@ public final class SpanExporter<Item: Sendable>: Sendable {
                     p.signalled = false
                     return p.finished
                 }
-                // One failed batch drops the rest of what was taken: the collector that just
-                // failed is not asked again (and waited for again) until the next pass.
-                var failed = false
+                sending.failedThisTake = false
                 let flush = { (spans: inout [SpanRecord]) in
-                    if stopBy == nil, self.pending.withLock({ $0.finished }) { stopBy = .now + self.configuration.timeout }
-                    failed = !self.export(spans, after: failed, stopBy: stopBy)
+                    if sending.stopBy == nil, self.pending.withLock({ $0.finished }) { sending.stopBy = .now + self.configuration.timeout }
+                    self.export(spans, &sending)
                     spans.removeAll(keepingCapacity: true)
                 }
                 for item in taken {
@@ -150,19 +149,42 @@ public final class SpanExporter<Item: Sendable>: Sendable {
         done.wait()
     }
 
-    /// Sends one batch, or drops it when an earlier batch of the same take failed or the worker's
-    /// stop deadline has passed; false when it was not sent or got no answer or an error status.
-    private func export(_ spans: [SpanRecord], after earlierFailed: Bool, stopBy: ContinuousClock.Instant?) -> Bool {
-        if earlierFailed {
+    /// What the export thread knows about the collector between batches.
+    private struct Sending {
+        /// Set once the worker is stopping: what is not sent by then is dropped.
+        var stopBy: ContinuousClock.Instant?
+        /// One failed batch drops the rest of what was taken: the collector that just failed is
+        /// not asked again (and waited for again) until the next pass.
+        var failedThisTake = false
+        /// After a batch got no answer (the collector down or silent), batches are dropped
+        /// without a try until then: a dead collector then costs a connection attempt per
+        /// backoff, not one per batch.
+        var retryAt: ContinuousClock.Instant?
+        var backoff: Duration = .zero
+    }
+
+    /// The wait after a first unanswered batch; it doubles per unanswered try, up to
+    /// `maximumBackoff`, and any answer resets it.
+    static var firstBackoff: Duration { .seconds(1) }
+    static var maximumBackoff: Duration { .seconds(30) }
+
+    /// Sends one batch, or drops it (counted) when it cannot be sent now.
+    private func export(_ spans: [SpanRecord], _ s: inout Sending) {
+        if s.failedThisTake {
             drop(spans.count, reason: "an earlier batch failed")
-            return false
+            return
+        }
+        let now = ContinuousClock.now
+        if let retryAt = s.retryAt, now < retryAt {
+            drop(spans.count, reason: "the collector could not be reached; it is tried again \(s.backoff) after the last try")
+            return
         }
         var timeout = configuration.timeout
-        if let stopBy {
-            let left = stopBy - .now
+        if let stopBy = s.stopBy {
+            let left = stopBy - now
             guard left > .zero else {
                 drop(spans.count, reason: "the worker is stopping and the collector did not take them in time")
-                return false
+                return
             }
             timeout = min(timeout, left)
         }
@@ -171,17 +193,22 @@ public final class SpanExporter<Item: Sendable>: Sendable {
         do {
             response = try transport.post(body, contentType: configuration.encoding.contentType, timeout: timeout)
         } catch {
+            s.failedThisTake = true
+            s.backoff = s.backoff == .zero ? Self.firstBackoff : min(s.backoff * 2, Self.maximumBackoff)
+            s.retryAt = .now + s.backoff
             drop(spans.count, reason: error.reason)
-            return false
+            return
         }
+        s.backoff = .zero
+        s.retryAt = nil
         guard (200..<300).contains(response.status) else {
+            s.failedThisTake = true
             drop(spans.count, reason: "the collector answered \(response.status) \(response.reason)")
-            return false
+            return
         }
         let rejected = min(Self.rejectedSpans(in: response.body, encoding: configuration.encoding), spans.count)
         if rejected > 0 { drop(rejected, reason: "the collector rejected some (a partial success)") }
         exported.increment(by: spans.count - rejected)
-        return true
     }
 
     private func drop(_ count: Int, reason: String) {
