@@ -23,6 +23,12 @@ struct Worker: AsyncParsableCommand {
             signal exits at once (held jobs stay in the in-flight list and another worker requeues \
             them).
 
+            Traces: with OTEL_EXPORTER_OTLP_ENDPOINT set (e.g. http://127.0.0.1:4318), one span per \
+            job goes to that OpenTelemetry collector over OTLP/HTTP, a child of the job's \
+            traceparent; the other standard OTEL_* variables (protocol, headers, sampler, batch \
+            sizes, timeout) are read too, and one that cannot be used stops the worker at start. \
+            See docs/TRACING.md.
+
             Settings (file key / CFSIGN_ variable): \
             \(WorkerConfiguration.keys.joined(separator: ", ")). See worker-config/worker.conf for \
             each one's meaning and default.
