@@ -84,16 +84,12 @@ public final class CFSignClient: Sendable {
         }
         // The threads hold the client weakly, so a client the app drops is closed by `deinit`.
         let (pushWake, replyWake, configuration, replyKey) = (self.pushWake, self.replyWake, self.configuration, self.replyKey)
-        let pusher = Thread { [weak self] in
+        NamedThread.start("cfsign-push") { [weak self] in
             CFSignClient.pushJobs(client: { self }, wake: pushWake, configuration: configuration)
         }
-        pusher.name = "cfsign-client-push"
-        pusher.start()
-        let reader = Thread { [weak self] in
+        NamedThread.start("cfsign-replies") { [weak self] in
             CFSignClient.readReplies(client: { self }, wake: replyWake, configuration: configuration, replyKey: replyKey)
         }
-        reader.name = "cfsign-client-replies"
-        reader.start()
     }
 
     /// Opens a client from a Redis URL text and a namespace name.

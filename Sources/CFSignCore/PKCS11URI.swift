@@ -154,30 +154,9 @@ public struct PKCS11URI: Sendable, Equatable, CustomStringConvertible {
         }
         let name = String(part[..<eq])
         guard !name.isEmpty else { throw KeyGroupError("has an attribute with no name") }
-        var out: [UInt8] = []
-        let bytes = Array(part[part.index(after: eq)...].utf8)
-        var i = 0
-        while i < bytes.count {
-            if bytes[i] == UInt8(ascii: "%") {
-                guard i + 2 < bytes.count, let hi = hex(bytes[i + 1]), let lo = hex(bytes[i + 2]) else {
-                    throw KeyGroupError("has attribute \"\(name)\" with a bad percent-encoding (%XX with two hex digits)")
-                }
-                out.append(hi << 4 | lo)
-                i += 3
-            } else {
-                out.append(bytes[i])
-                i += 1
-            }
+        guard let out = PercentEncoding.decode(part[part.index(after: eq)...]) else {
+            throw KeyGroupError("has attribute \"\(name)\" with a bad percent-encoding (%XX with two hex digits)")
         }
         return (name, out)
-    }
-
-    private static func hex(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-        default: return nil
-        }
     }
 }

@@ -42,11 +42,9 @@ public final class KeyGroupReloader: Service, Sendable {
     /// pool has one, and waiting on it would never end).
     public func loadInitial() async throws(RedisError) {
         let result: Result<Void, RedisError> = await withCheckedContinuation { continuation in
-            let thread = Thread { [self] in
+            NamedThread.start("cfsign-kg-load") { [self] in
                 continuation.resume(returning: Result { () throws(RedisError) in try self.loadInitialBlocking() })
             }
-            thread.name = "cfsign-edge-keygroup-load"
-            thread.start()
         }
         try result.get()
     }
@@ -67,9 +65,7 @@ public final class KeyGroupReloader: Service, Sendable {
 
     /// Starts the reload thread; it ends soon after `stop()`.
     public func start() {
-        let thread = Thread { [self] in self.reloadLoop() }
-        thread.name = "cfsign-edge-keygroup"
-        thread.start()
+        NamedThread.start("cfsign-keygroup") { [self] in self.reloadLoop() }
     }
 
     public func stop() { stopping.store(true, ordering: .relaxed) }

@@ -89,7 +89,7 @@ public final class SpanExporter<Item: Sendable>: Sendable {
 
     /// Starts the export thread; `finish()` stops it.
     public func start() {
-        let thread = Thread { [self] in
+        NamedThread.start("cfsign-spans") { [self] in
             var ids = SpanIDGenerator()
             // Swapped with the queue under the lock, so taking the queue never allocates there.
             var taken: [Item] = []
@@ -121,8 +121,6 @@ public final class SpanExporter<Item: Sendable>: Sendable {
             transport.shutdown()
             done.signal()
         }
-        thread.name = "cfsign-spans"
-        thread.start()
     }
 
     /// Queues items for export, dropping (and counting) what does not fit.

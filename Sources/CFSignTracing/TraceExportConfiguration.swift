@@ -1,3 +1,4 @@
+import CFSignCore
 import Foundation
 
 /// Where and how the worker exports spans, read from the standard OpenTelemetry variables
@@ -238,24 +239,7 @@ public struct TraceExportConfiguration: Sendable {
     }
 
     static func percentDecoded(_ text: Substring) -> String? {
-        var out: [UInt8] = []
-        var u = text.utf8[...]
-        while let b = u.popFirst() {
-            guard b == UInt8(ascii: "%") else { out.append(b); continue }
-            guard u.count >= 2, let high = hexValue(u[u.startIndex]), let low = hexValue(u[u.index(after: u.startIndex)]) else { return nil }
-            out.append(high << 4 | low)
-            u = u.dropFirst(2)
-        }
-        return String(validating: out, as: UTF8.self)
-    }
-
-    private static func hexValue(_ b: UInt8) -> UInt8? {
-        switch b {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return b - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return b - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return b - UInt8(ascii: "A") + 10
-        default: return nil
-        }
+        PercentEncoding.decode(text).flatMap { String(validating: $0, as: UTF8.self) }
     }
 
     /// RFC 9110 `tchar`.

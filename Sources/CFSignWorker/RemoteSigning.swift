@@ -39,9 +39,7 @@ final class RemoteSigning: Sendable {
         self.logger = logger
         self.limit = keyUnavailableAfter
         self.slots = DispatchSemaphore(value: max(1, maxInFlight))
-        let thread = Thread { [self] in forward() }
-        thread.name = "cfsign-remote-reply"
-        thread.start()
+        NamedThread.start("cfsign-remote") { [self] in forward() }
     }
 
     /// Starts signing `job`; waits only while `maxInFlight` calls are already out.

@@ -60,12 +60,10 @@ public final class Worker: Service, Sendable {
                         return f.cancelled
                     }
                     if cancelled { return continuation.resume(throwing: CancellationError()) }
-                    let thread = Thread { [self] in
+                    NamedThread.start("cfsign-main") { [self] in
                         runThreads()
                         finished.withLock { f in f.continuation.take() }?.resume()
                     }
-                    thread.name = "cfsign-main"
-                    thread.start()
                 }
             } onGracefulShutdown: { [self] in
                 beginDrain()
@@ -134,7 +132,7 @@ public final class Worker: Service, Sendable {
         let group = DispatchGroup()
         let registration = DispatchSemaphore(value: 0)
         let registered = Atomic<Bool>(false)
-        Self.spawn("cfsign-heartbeat", group: group) { [self] in
+        Self.spawn("cfsign-beat", group: group) { [self] in
             let heartbeat = HeartbeatLoop(configuration: configuration, state: state, logger: logger, wake: heartbeatWake)
             // Registered before the first job is taken, so a crash right after taking one is recoverable.
             registered.store(heartbeat.register(), ordering: .releasing)
@@ -188,11 +186,9 @@ public final class Worker: Service, Sendable {
 
     private static func spawn(_ name: String, group: DispatchGroup?, _ body: @escaping @Sendable () -> Void) {
         group?.enter()
-        let thread = Thread {
+        NamedThread.start(name) {
             body()
             group?.leave()
         }
-        thread.name = name
-        thread.start()
     }
 }
