@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cfsign_system import store_keygroup
+from .cfsign_system import store_keygroup, wait_until
 from cfsign_support import closed_port
 
 
@@ -18,6 +18,7 @@ def test_each_pipeline_thread_is_named(workers, redis_server, ns, test_keys):
     store_keygroup(redis_server.client(), ns, [test_keys["ec"]])
     # A dead collector: the span thread starts too (and costs nothing; docs/TRACING.md).
     worker = workers.start(redis_server, ns, env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port()}"})
-    names = thread_names(worker.pid)
     expected = {"cfsign-main", "cfsign-take", "cfsign-sign", "cfsign-reply", "cfsign-beat", "cfsign-keygroup", "cfsign-spans"}
-    assert expected <= names, f"missing {sorted(expected - names)} among {sorted(names)}"
+    # Each thread names itself once it runs, and some start only once the worker has registered.
+    wait_until(lambda: expected <= thread_names(worker.pid), 10,
+               what=f"threads named {sorted(expected)}")
