@@ -197,8 +197,12 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
         var it = Array(s.utf8)[...]
         while let b = it.popFirst() {
             if b == UInt8(ascii: "%") {
-                guard it.count >= 2, let v = UInt8(String(decoding: it.prefix(2), as: UTF8.self), radix: 16) else { return nil }
-                out.append(v)
+                // Two hex digits exactly: `UInt8(_:radix:)` alone would also take "+f".
+                guard it.count >= 2,
+                      let high = Character(Unicode.Scalar(it[it.startIndex])).hexDigitValue,
+                      let low = Character(Unicode.Scalar(it[it.startIndex + 1])).hexDigitValue
+                else { return nil }
+                out.append(UInt8(high << 4 | low))
                 it = it.dropFirst(2)
             } else {
                 out.append(b)

@@ -35,10 +35,11 @@ public struct TraceExportConfiguration: Sendable {
     /// Whether the environment asks for trace export at all: an endpoint is set, and neither
     /// `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` says otherwise.
     public static func isRequested(_ environment: [String: String]) -> Bool {
-        let set = { (name: String) in !(environment[name] ?? "").trimmingSpaces.isEmpty }
-        return (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-            && environment["OTEL_SDK_DISABLED"]?.lowercased() != "true"
-            && environment["OTEL_TRACES_EXPORTER"].map { $0.lowercased() != "none" } ?? true
+        // Read through `Variables`, as `init` does, so "empty or spaces counts as unset" is one rule.
+        let env = Variables(environment)
+        return (env["OTEL_EXPORTER_OTLP_ENDPOINT"] != nil || env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] != nil)
+            && env["OTEL_SDK_DISABLED"]?.lowercased() != "true"
+            && env["OTEL_TRACES_EXPORTER"]?.lowercased() != "none"
     }
 
     /// nil when export is not requested (`isRequested`).

@@ -1,8 +1,5 @@
 import CFSignCore
 import CFSignCrypto
-import CFSignSync
-import Dispatch
-import Foundation
 import CFSignTracing
 import Logging
 import Tracing

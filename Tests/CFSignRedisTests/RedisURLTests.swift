@@ -94,6 +94,11 @@ struct RedisURLTests {
         #expect(refusal("redis://user:%zz@host")?.message.contains("percent-encoded") == true)
     }
 
+    @Test(arguments: ["redis://user:%+f@host", "redis://user:%-1@host", "redis://user:%2@host", "redis://%ff@host"])
+    func aPercentEscapeMustBeTwoHexDigitsOfUTF8(_ text: String) {
+        #expect(refusal(text)?.message.contains("percent-encoded") == true)
+    }
+
     @Test func descriptionNeverContainsThePassword() throws {
         let withUser = try RedisURL(parsing: "redis://alice:s3cret@host:6379/2")
         #expect(withUser.description == "redis://alice:***@host:6379/2")

@@ -22,6 +22,8 @@ struct TraceExportConfigurationTests {
         #expect(try configuration(["OTEL_EXPORTER_OTLP_ENDPOINT": ""]) == nil)
         #expect(try configuration(["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"]) == nil)
         #expect(try configuration(["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_TRACES_EXPORTER": "none"]) == nil)
+        #expect(try configuration(["OTEL_EXPORTER_OTLP_ENDPOINT": "  "]) == nil, "spaces count as unset")
+        #expect(try configuration(["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": " TRUE "]) == nil)
     }
 
     @Test func theDefaultsAreTheSpecifications() throws {
